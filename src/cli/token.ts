@@ -1,0 +1,42 @@
+/**
+ * Mints an access token with the configured API key and secret:
+ *   npm run token -- --room R --identity I [--name N] [--grants publish,subscribe] [--ttl 3600]
+ */
+import { parseArgs } from 'node:util';
+import { GRANTS, type Grant, TokenService } from '../auth/tokens.ts';
+import { ConfigError, loadConfig } from '../config.ts';
+
+function main(): void {
+  const { values } = parseArgs({
+    options: {
+      room: { type: 'string' },
+      identity: { type: 'string' },
+      name: { type: 'string' },
+      grants: { type: 'string', default: 'publish,subscribe' },
+      ttl: { type: 'string', default: '21600' },
+    },
+  });
+  if (values.identity === undefined) throw new ConfigError('--identity is required');
+  const grants = values.grants.split(',').filter((g) => g.length > 0);
+  for (const g of grants) {
+    if (!(GRANTS as readonly string[]).includes(g)) throw new ConfigError(`unknown grant "${g}" (known: ${GRANTS.join(', ')})`);
+  }
+  if (values.room === undefined && !grants.includes('admin')) throw new ConfigError('--room is required unless the token has the admin grant');
+  const ttl = Number(values.ttl);
+  if (!Number.isInteger(ttl) || ttl <= 0) throw new ConfigError('--ttl must be a positive number of seconds');
+  const cfg = loadConfig(process.env);
+  if (cfg.auth.development) {
+    throw new ConfigError('set SCV_API_KEY and SCV_API_SECRET (the development key is random per server start; use GET /dev/token instead)');
+  }
+  const tokens = new TokenService(cfg.auth.apiKey, cfg.auth.apiSecret);
+  tokens
+    .mint({ identity: values.identity, room: values.room, name: values.name, grants: grants as Grant[], ttlSeconds: ttl })
+    .then((t) => process.stdout.write(`${t}\n`));
+}
+
+try {
+  main();
+} catch (err) {
+  process.stderr.write(`token: ${(err as Error).message}\n`);
+  process.exit(2);
+}

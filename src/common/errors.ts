@@ -1,0 +1,81 @@
+/**
+ * Errors are values with stable codes. Every code maps to one HTTP status here, and the
+ * signaling layer sends the same code in its `error` messages, so clients see one vocabulary.
+ */
+export const ERROR_STATUS = {
+  BAD_REQUEST: 400,
+  VALIDATION_FAILED: 400,
+  MALFORMED_JSON: 400,
+  MESSAGE_TOO_LARGE: 413,
+  UNKNOWN_MESSAGE_TYPE: 400,
+  UNSUPPORTED_PROTOCOL: 400,
+  INVALID_SDP: 400,
+  INVALID_CANDIDATE: 400,
+  UNSUPPORTED_CODEC: 400,
+  UNAUTHORIZED: 401,
+  TOKEN_EXPIRED: 401,
+  FORBIDDEN: 403,
+  ROOM_NOT_FOUND: 404,
+  PEER_NOT_FOUND: 404,
+  TRACK_NOT_FOUND: 404,
+  NOT_FOUND: 404,
+  ALREADY_JOINED: 409,
+  NOT_JOINED: 409,
+  CONFLICT: 409,
+  NEGOTIATION_IN_PROGRESS: 409,
+  ROOM_FULL: 429,
+  TOO_MANY_ROOMS: 503,
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  SHUTTING_DOWN: 503,
+  INTERNAL: 500,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly details: unknown;
+
+  constructor(code: ErrorCode, message: string, details?: unknown) {
+    super(message);
+    this.name = 'AppError';
+    this.code = code;
+    this.details = details;
+  }
+
+  get status(): number {
+    return ERROR_STATUS[this.code];
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details?: unknown } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+/**
+ * Anything thrown becomes an AppError. Framework errors that carry a 4xx status (bad
+ * JSON, oversized body, wrong content type) keep their meaning; anything else is
+ * INTERNAL and keeps no detail.
+ */
+export function toAppError(err: unknown): AppError {
+  if (err instanceof AppError) return err;
+  const status = (err as { statusCode?: unknown } | null)?.statusCode;
+  const message = (err as Error | null)?.message ?? 'bad request';
+  switch (status) {
+    case 400:
+      return /json/i.test(message) ? new AppError('MALFORMED_JSON', message) : new AppError('BAD_REQUEST', message);
+    case 413:
+      return new AppError('MESSAGE_TOO_LARGE', 'request body too large');
+    case 415:
+      return new AppError('UNSUPPORTED_MEDIA_TYPE', message);
+    default:
+      return new AppError('INTERNAL', 'internal error');
+  }
+}
+
+/** The one JSON shape of an error, over HTTP and in signaling messages alike. */
+export function errorBody(err: AppError): { error: ReturnType<AppError['toJSON']> } {
+  return { error: err.toJSON() };
+}

@@ -1,0 +1,173 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+
+/**
+ * All settings, parsed once at start-up from SCV_* environment variables and `--flags`.
+ * A flag `--http-port 8080` sets the same key as `SCV_HTTP_PORT=8080`; flags win.
+ * Each schema key is the upper-snake form of the variable name without the SCV_ prefix.
+ */
+export const CODEC_NAMES = ['opus', 'vp8', 'vp9', 'h264'] as const;
+export type CodecName = (typeof CODEC_NAMES)[number];
+
+const csv = (s: string) =>
+  s
+    .split(',')
+    .map((v) => v.trim())
+    .filter((v) => v.length > 0);
+
+const port = z.coerce.number().int().min(0).max(65535);
+const bool = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const RawConfig = z
+  .object({
+    HTTP_HOST: z.string().min(1).default('127.0.0.1'),
+    HTTP_PORT: port.default(7880),
+    /** Address written into our ICE candidates instead of the bound one (NAT 1:1, containers). */
+    ANNOUNCED_IP: z.ipv4().or(z.ipv6()).optional(),
+    /** Extra host addresses to gather ICE candidates on; loopback is not gathered otherwise. */
+    RTC_EXTRA_HOSTS: z.string().default('127.0.0.1').transform(csv),
+    /** Restrict candidate gathering to these interface addresses (comma list); empty = all. */
+    RTC_INTERFACES: z.string().default('').transform(csv),
+    RTC_PORT_MIN: port.optional(),
+    RTC_PORT_MAX: port.optional(),
+    RTC_IPV6: bool.default(false),
+    STUN_URLS: z.string().default('').transform(csv),
+    TURN_URLS: z.string().default('').transform(csv),
+    TURN_USERNAME: z.string().optional(),
+    TURN_CREDENTIAL: z.string().optional(),
+    /** coturn `use-auth-secret`: credentials are minted per client from this secret. */
+    TURN_SECRET: z.string().min(8).optional(),
+    TURN_TTL_SECONDS: z.coerce.number().int().positive().default(86400),
+    CODECS: z
+      .string()
+      .default('opus,vp8,vp9,h264')
+      .transform(csv)
+      .pipe(z.array(z.enum(CODEC_NAMES)).min(1))
+      .refine((c) => c.includes('opus'), 'opus must be enabled (it is the only audio codec)')
+      .refine((c) => c.some((x) => x !== 'opus'), 'at least one video codec must be enabled'),
+    MAX_ROOMS: z.coerce.number().int().positive().default(1000),
+    MAX_PARTICIPANTS: z.coerce.number().int().positive().default(50),
+    /** Seconds an empty room lives before it closes. */
+    EMPTY_ROOM_TIMEOUT: z.coerce.number().min(0).default(30),
+    /** Seconds a participant whose WebSocket dropped may take to come back before removal. */
+    RECONNECT_GRACE: z.coerce.number().min(0).default(15),
+    /** Largest signaling message accepted, in bytes. */
+    MAX_MESSAGE_BYTES: z.coerce.number().int().positive().default(256 * 1024),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    API_KEY: z.string().min(1).optional(),
+    API_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  })
+  .refine((c) => (c.API_KEY === undefined) === (c.API_SECRET === undefined), {
+    message: 'SCV_API_KEY and SCV_API_SECRET must be set together',
+    path: ['API_SECRET'],
+  })
+  .refine((c) => (c.RTC_PORT_MIN === undefined) === (c.RTC_PORT_MAX === undefined), {
+    message: 'SCV_RTC_PORT_MIN and SCV_RTC_PORT_MAX must be set together',
+    path: ['RTC_PORT_MAX'],
+  })
+  .refine((c) => c.RTC_PORT_MIN === undefined || c.RTC_PORT_MIN < (c.RTC_PORT_MAX ?? 0), {
+    message: 'SCV_RTC_PORT_MIN must be below SCV_RTC_PORT_MAX',
+    path: ['RTC_PORT_MIN'],
+  })
+  .refine((c) => (c.TURN_USERNAME === undefined) === (c.TURN_CREDENTIAL === undefined), {
+    message: 'SCV_TURN_USERNAME and SCV_TURN_CREDENTIAL must be set together',
+    path: ['TURN_CREDENTIAL'],
+  });
+
+export interface Config {
+  http: { host: string; port: number };
+  rtc: {
+    announcedIp: string | undefined;
+    extraHosts: string[];
+    interfaces: string[];
+    portRange: [number, number] | undefined;
+    ipv6: boolean;
+    codecs: CodecName[];
+  };
+  ice: {
+    stunUrls: string[];
+    turnUrls: string[];
+    turnStatic: { username: string; credential: string } | undefined;
+    turnSecret: string | undefined;
+    turnTtlSeconds: number;
+  };
+  limits: {
+    maxRooms: number;
+    maxParticipants: number;
+    emptyRoomTimeoutMs: number;
+    reconnectGraceMs: number;
+    maxMessageBytes: number;
+  };
+  logLevel: string;
+  auth: { apiKey: string; apiSecret: string; development: boolean };
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+/** `--http-port 1 --log-level=debug` → { HTTP_PORT: '1', LOG_LEVEL: 'debug' } */
+function flagsToKeys(argv: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (!arg.startsWith('--')) throw new ConfigError(`unexpected argument "${arg}"`);
+    const eq = arg.indexOf('=');
+    const name = eq === -1 ? arg.slice(2) : arg.slice(2, eq);
+    const value = eq === -1 ? argv[i + 1] : arg.slice(eq + 1);
+    if (value === undefined || (eq === -1 && value.startsWith('--'))) throw new ConfigError(`flag --${name} needs a value`);
+    if (eq === -1) i++;
+    out[name.toUpperCase().replaceAll('-', '_')] = value;
+  }
+  return out;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly string[] = []): Config {
+  const raw: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (k.startsWith('SCV_') && v !== undefined && v !== '') raw[k.slice(4)] = v;
+  }
+  Object.assign(raw, flagsToKeys(argv));
+  const known = new Set(Object.keys(RawConfig.shape));
+  for (const k of Object.keys(raw)) {
+    if (!known.has(k)) throw new ConfigError(`unknown setting SCV_${k} (--${k.toLowerCase().replaceAll('_', '-')})`);
+  }
+  const parsed = RawConfig.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `SCV_${String(i.path[0] ?? '?')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n  ${lines.join('\n  ')}`);
+  }
+  const c = parsed.data;
+  const development = c.API_KEY === undefined;
+  return {
+    http: { host: c.HTTP_HOST, port: c.HTTP_PORT },
+    rtc: {
+      announcedIp: c.ANNOUNCED_IP,
+      extraHosts: c.RTC_EXTRA_HOSTS,
+      interfaces: c.RTC_INTERFACES,
+      portRange: c.RTC_PORT_MIN === undefined ? undefined : [c.RTC_PORT_MIN, c.RTC_PORT_MAX!],
+      ipv6: c.RTC_IPV6,
+      codecs: c.CODECS,
+    },
+    ice: {
+      stunUrls: c.STUN_URLS,
+      turnUrls: c.TURN_URLS,
+      turnStatic: c.TURN_USERNAME === undefined ? undefined : { username: c.TURN_USERNAME, credential: c.TURN_CREDENTIAL! },
+      turnSecret: c.TURN_SECRET,
+      turnTtlSeconds: c.TURN_TTL_SECONDS,
+    },
+    limits: {
+      maxRooms: c.MAX_ROOMS,
+      maxParticipants: c.MAX_PARTICIPANTS,
+      emptyRoomTimeoutMs: c.EMPTY_ROOM_TIMEOUT * 1000,
+      reconnectGraceMs: c.RECONNECT_GRACE * 1000,
+      maxMessageBytes: c.MAX_MESSAGE_BYTES,
+    },
+    logLevel: c.LOG_LEVEL,
+    auth: development
+      ? { apiKey: 'devkey', apiSecret: randomBytes(32).toString('base64url'), development: true }
+      : { apiKey: c.API_KEY!, apiSecret: c.API_SECRET!, development: false },
+  };
+}

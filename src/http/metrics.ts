@@ -1,0 +1,42 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { MediaStats } from '../sfu/media-stats.ts';
+import type { Sfu } from '../sfu/sfu.ts';
+
+/** Prometheus metrics, read from the SFU at scrape time so nothing is counted twice. */
+export function createMetrics(sfu: Sfu): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'scv_process_' });
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  gauge('scv_rooms', 'Rooms open on this node', () => sfu.roomCount);
+  gauge('scv_participants', 'Participants connected on this node', () => sfu.participantCount());
+  gauge('scv_published_tracks', 'Tracks being published', () => sfu.publishedTrackCount());
+  const counter = (name: string, help: string, key: keyof MediaStats) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(sfu.stats[key]);
+      },
+    });
+  counter('scv_rtp_packets_received_total', 'RTP packets received from publishers', 'packetsReceived');
+  counter('scv_rtp_bytes_received_total', 'RTP payload bytes received from publishers', 'bytesReceived');
+  counter('scv_rtp_packets_forwarded_total', 'RTP packets forwarded to subscribers', 'packetsForwarded');
+  counter('scv_rtp_bytes_forwarded_total', 'RTP payload bytes forwarded to subscribers', 'bytesForwarded');
+  counter('scv_rtp_packets_dropped_total', 'Packets not forwarded to a subscriber (not connected, waiting for keyframe, stale)', 'packetsDropped');
+  counter('scv_nacks_received_total', 'NACK feedback packets received from subscribers', 'nacksReceived');
+  counter('scv_plis_received_total', 'PLI feedback received from subscribers', 'plisReceived');
+  counter('scv_firs_received_total', 'FIR feedback received from subscribers', 'firsReceived');
+  counter('scv_keyframe_requests_sent_total', 'Keyframe requests (PLI) sent to publishers', 'keyframeRequestsSent');
+  counter('scv_twcc_feedback_sent_total', 'Transport-wide congestion control feedback packets sent', 'twccFeedbackSent');
+  return registry;
+}

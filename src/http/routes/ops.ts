@@ -1,0 +1,55 @@
+import type { FastifyInstance } from 'fastify';
+import type { Registry } from 'prom-client';
+import { z } from 'zod';
+import { GRANTS, requireGrant, type Grant, type TokenService } from '../../auth/tokens.ts';
+import { AppError } from '../../common/errors.ts';
+import type { Config } from '../../config.ts';
+import type { Sfu } from '../../sfu/sfu.ts';
+import { authenticate } from '../auth.ts';
+
+/** Health, metrics, the admin room listing, and the development token endpoint. */
+export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; metrics: Registry; config: Config }): void {
+  const { sfu, tokens, metrics, config } = deps;
+
+  app.get('/healthz', async () => ({ status: 'ok', rooms: sfu.roomCount, participants: sfu.participantCount() }));
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', metrics.contentType);
+    return metrics.metrics();
+  });
+
+  app.get('/video/rooms', async (req) => {
+    requireGrant(await authenticate(tokens, req), 'admin');
+    return {
+      rooms: sfu.listRooms().map((r) => ({ name: r.name, sid: r.sid, participants: r.size, tracks: r.tracks().length, createdAt: new Date(r.createdAt).toISOString() })),
+    };
+  });
+
+  app.get<{ Params: { id: string } }>('/video/rooms/:id', async (req) => {
+    requireGrant(await authenticate(tokens, req), 'admin');
+    const room = sfu.getRoom(req.params.id);
+    return {
+      name: room.name,
+      sid: room.sid,
+      createdAt: new Date(room.createdAt).toISOString(),
+      participants: room.all().map((p) => ({ ...p.info(), kind: p.kind, joinedAt: new Date(p.joinedAt).toISOString() })),
+    };
+  });
+
+  const DevTokenQuery = z.object({
+    room: z.string().min(1).max(128),
+    identity: z.string().min(1).max(128),
+    name: z.string().max(128).optional(),
+    grants: z.string().optional(),
+  });
+  // Only while the random development key is in use: with real keys tokens come from the operator.
+  app.get('/dev/token', async (req) => {
+    if (!config.auth.development) throw new AppError('NOT_FOUND', 'the development token endpoint is off when SCV_API_KEY is set');
+    const q = DevTokenQuery.safeParse(req.query);
+    if (!q.success) throw new AppError('VALIDATION_FAILED', q.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    const grants = (q.data.grants ?? 'publish,subscribe').split(',').filter((g) => g.length > 0);
+    const bad = grants.find((g) => !(GRANTS as readonly string[]).includes(g));
+    if (bad !== undefined) throw new AppError('VALIDATION_FAILED', `unknown grant "${bad}"`);
+    return { token: await tokens.mint({ room: q.data.room, identity: q.data.identity, name: q.data.name, grants: grants as Grant[] }) };
+  });
+}

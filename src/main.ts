@@ -1,0 +1,41 @@
+import { ConfigError, loadConfig } from './config.ts';
+import { createLogger } from './common/logger.ts';
+import { startService } from './service.ts';
+
+let config;
+try {
+  config = loadConfig(process.env, process.argv.slice(2));
+} catch (err) {
+  if (!(err instanceof ConfigError)) throw err;
+  process.stderr.write(`secureconnect-video: ${err.message}\n`);
+  process.exit(2);
+}
+
+const log = createLogger(config.logLevel);
+const service = await startService(config, { log });
+if (config.auth.development) {
+  log.warn(
+    { apiKey: config.auth.apiKey, apiSecret: config.auth.apiSecret },
+    'no SCV_API_KEY/SCV_API_SECRET set: using a random development key for this run; GET /dev/token mints tokens',
+  );
+}
+log.info({ url: service.httpUrl, signaling: service.wsUrl, codecs: config.rtc.codecs }, 'SecureConnect Video listening');
+
+let stopping = false;
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down');
+    service.close().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err: unknown) => {
+        log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  });
+}

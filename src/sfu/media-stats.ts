@@ -1,0 +1,17 @@
+/**
+ * Process-wide media counters, plain numbers so the per-packet path costs one addition each.
+ * The metrics endpoint reads them at scrape time.
+ */
+export class MediaStats {
+  packetsReceived = 0;
+  bytesReceived = 0;
+  packetsForwarded = 0;
+  bytesForwarded = 0;
+  /** Packets not forwarded to a subscriber: transport not ready, waiting for a keyframe, stale. */
+  packetsDropped = 0;
+  nacksReceived = 0;
+  plisReceived = 0;
+  firsReceived = 0;
+  keyframeRequestsSent = 0;
+  twccFeedbackSent = 0;
+}

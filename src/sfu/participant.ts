@@ -1,0 +1,381 @@
+import { randomBytes } from 'node:crypto';
+import type { MediaStreamTrack, RTCRtpTransceiver } from 'werift';
+import type { Grant } from '../auth/tokens.ts';
+import { AppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import { TypedEmitter } from '../common/typed-emitter.ts';
+import type { Config } from '../config.ts';
+import type { IceCandidateInit, LeaveReason, ParticipantInfo, ServerMessage, Target } from '../signaling/messages.ts';
+import { DownTrack } from './down-track.ts';
+import { subscriberCodec } from './media-config.ts';
+import type { MediaStats } from './media-stats.ts';
+import { PublishedTrack, type TrackSource } from './published-track.ts';
+import { RtcTransport } from './rtc-transport.ts';
+import { receives, sends, type MediaSection } from './sdp.ts';
+
+/**
+ * How the participant talks to us. `ws`: two PeerConnections (publisher: client offers;
+ * subscriber: server offers), renegotiated over the WebSocket. The others have one
+ * PeerConnection negotiated by a single HTTP offer/answer: `http` (the seed API), `whip`
+ * (publish only), `whep` (play one participant, hidden from the room).
+ */
+export type ParticipantKind = 'ws' | 'http' | 'whip' | 'whep';
+
+interface ParticipantEvents extends Record<string, unknown[]> {
+  /** A message for this participant's client (subscriber offers, candidates, room events). */
+  signal: [ServerMessage];
+  trackPublished: [PublishedTrack];
+  trackUnpublished: [PublishedTrack];
+  trackMuted: [PublishedTrack];
+  closed: [LeaveReason];
+}
+
+export interface ParticipantOptions {
+  identity: string;
+  name: string;
+  grants: ReadonlySet<Grant>;
+  kind: ParticipantKind;
+  rtc: Config['rtc'];
+  stats: MediaStats;
+  log: Logger;
+  /** Seconds-based grace for a dropped WebSocket, from config. */
+  reconnectGraceMs: number;
+}
+
+/** Transports that never connect are given up after this long. */
+const CONNECT_TIMEOUT_MS = 30_000;
+
+export class Participant extends TypedEmitter<ParticipantEvents> {
+  readonly sid = `PA_${randomBytes(6).toString('hex')}`;
+  readonly identity: string;
+  readonly name: string;
+  readonly grants: ReadonlySet<Grant>;
+  readonly kind: ParticipantKind;
+  readonly joinedAt = Date.now();
+  readonly log: Logger;
+  private readonly rtc: Config['rtc'];
+  private readonly stats: MediaStats;
+  private readonly reconnectGraceMs: number;
+  private publisher: RtcTransport | undefined;
+  private subscriber: RtcTransport | undefined;
+  readonly published = new Map<string, PublishedTrack>();
+  /** By published track sid. */
+  private readonly downTracks = new Map<string, DownTrack>();
+  private readonly trackInfoByMid = new Map<string, { source?: TrackSource; name?: string }>();
+  private negotiating = false;
+  private renegotiate = false;
+  private lastOffer: ServerMessage | undefined;
+  private negotiationTimer: NodeJS.Timeout | undefined;
+  private graceTimer: NodeJS.Timeout | undefined;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private _closed = false;
+
+  constructor(opts: ParticipantOptions) {
+    super();
+    this.identity = opts.identity;
+    this.name = opts.name;
+    this.grants = opts.grants;
+    this.kind = opts.kind;
+    this.rtc = opts.rtc;
+    this.stats = opts.stats;
+    this.reconnectGraceMs = opts.reconnectGraceMs;
+    this.log = opts.log.child({ participant: this.identity, participantSid: this.sid });
+  }
+
+  get closed(): boolean {
+    return this._closed;
+  }
+
+  /** Hidden participants (WHEP players) are neither announced nor listed. */
+  get hidden(): boolean {
+    return this.kind === 'whep';
+  }
+
+  get canSubscribe(): boolean {
+    return this.grants.has('subscribe');
+  }
+
+  info(): ParticipantInfo {
+    return { sid: this.sid, identity: this.identity, name: this.name, tracks: [...this.published.values()].map((t) => t.info()) };
+  }
+
+  /** Delivers a message to this participant's client, if it has a signaling channel. */
+  send(msg: ServerMessage): void {
+    if (!this._closed) this.emit('signal', msg);
+  }
+
+  // ---- signaling presence ---------------------------------------------------------------
+
+  /** The WebSocket is gone: keep media up for the grace period, then leave. */
+  signalingLost(): void {
+    if (this._closed || this.graceTimer !== undefined) return;
+    this.log.info({ graceMs: this.reconnectGraceMs }, 'signaling lost, waiting for reconnect');
+    this.graceTimer = setTimeout(() => this.close('signaling_lost'), this.reconnectGraceMs);
+    this.graceTimer.unref();
+  }
+
+  signalingResumed(): void {
+    clearTimeout(this.graceTimer);
+    this.graceTimer = undefined;
+  }
+
+  get awaitingReconnect(): boolean {
+    return this.graceTimer !== undefined;
+  }
+
+  // ---- publishing (client offers) -------------------------------------------------------
+
+  setTrackInfo(mid: string, info: { source?: TrackSource; name?: string }): void {
+    this.trackInfoByMid.set(mid, info);
+    for (const t of this.published.values()) {
+      if (t.mid === mid) {
+        if (info.source !== undefined) t.source = info.source;
+        if (info.name !== undefined) t.name = info.name;
+      }
+    }
+  }
+
+  /** WebSocket participants: an offer on the publisher PeerConnection. */
+  async handlePublisherOffer(sdp: string): Promise<string> {
+    this.assertOpen();
+    const transport = this.publisher ?? this.createTransport('publisher');
+    this.publisher = transport;
+    const sections = await transport.applyOffer(sdp);
+    this.rejectUnwantedSends(sections);
+    const answer = await transport.createAnswer();
+    this.unpublishStopped(sections);
+    return answer;
+  }
+
+  /**
+   * One-PeerConnection participants: the offer's receiving m-lines are filled with
+   * `subscribeTo` (in order, by kind), its sending m-lines become published tracks.
+   */
+  async handleCombinedOffer(sdp: string, subscribeTo: readonly PublishedTrack[]): Promise<string> {
+    this.assertOpen();
+    if (this.publisher !== undefined) {
+      throw new AppError('CONFLICT', 'this participant already negotiated; renegotiation over HTTP is not supported, leave and join again');
+    }
+    const transport = this.createTransport('combined');
+    this.publisher = transport;
+    const sections = await transport.applyOffer(sdp);
+    this.rejectUnwantedSends(sections);
+    const queue = [...subscribeTo];
+    const transceivers = transport.pc.getTransceivers();
+    sections.forEach((section, index) => {
+      if (!receives(section.direction) || section.stopped) return;
+      const t = transceivers.find((x) => x.mid === section.mid) ?? transceivers[index];
+      const i = queue.findIndex((track) => track.kind === section.kind);
+      if (t === undefined || i === -1 || !this.canSubscribe) return;
+      const [track] = queue.splice(i, 1);
+      t.setDirection(sends(section.direction) ? 'sendrecv' : 'sendonly');
+      this.attachDownTrack(track!, t);
+    });
+    return transport.createAnswer();
+  }
+
+  /** Without the publish grant, any m-line the client would send on is refused. */
+  private rejectUnwantedSends(sections: MediaSection[]): void {
+    if (this.grants.has('publish')) return;
+    if (sections.some((s) => sends(s.direction) && !s.stopped && s.kind !== 'application')) {
+      throw new AppError('FORBIDDEN', 'token lacks the "publish" grant');
+    }
+  }
+
+  /** A re-offer that stops or stops sending on an m-line ends the track published there. */
+  private unpublishStopped(sections: MediaSection[]): void {
+    for (const track of [...this.published.values()]) {
+      const s = sections.find((x) => x.mid === track.mid);
+      if (s === undefined || s.stopped || !sends(s.direction)) this.unpublish(track);
+    }
+  }
+
+  private onRemoteTrack(track: MediaStreamTrack, transceiver: RTCRtpTransceiver): void {
+    if (this._closed || !this.grants.has('publish')) return;
+    const mid = transceiver.mid ?? '';
+    if ([...this.published.values()].some((t) => t.mid === mid)) return;
+    const codec = track.codec ?? transceiver.codecs[0];
+    if (codec === undefined) return;
+    const info = this.trackInfoByMid.get(mid);
+    const published = new PublishedTrack({
+      ownerSid: this.sid,
+      transceiver,
+      track,
+      codec,
+      source: info?.source,
+      name: info?.name,
+      stats: this.stats,
+    });
+    this.published.set(published.sid, published);
+    this.log.info({ track: published.sid, kind: published.kind, codec: published.codecName, mid }, 'track published');
+    this.emit('trackPublished', published);
+  }
+
+  private unpublish(track: PublishedTrack): void {
+    if (!this.published.delete(track.sid)) return;
+    track.close();
+    this.log.info({ track: track.sid }, 'track unpublished');
+    this.emit('trackUnpublished', track);
+  }
+
+  setMuted(trackSid: string, muted: boolean): void {
+    const track = this.published.get(trackSid);
+    if (track === undefined) throw new AppError('TRACK_NOT_FOUND', `no published track "${trackSid}"`);
+    if (track.muted === muted) return;
+    track.muted = muted;
+    this.emit('trackMuted', track);
+  }
+
+  // ---- subscribing (server offers) ------------------------------------------------------
+
+  subscribe(track: PublishedTrack): void {
+    if (this._closed || !this.canSubscribe || this.kind !== 'ws' || this.downTracks.has(track.sid)) return;
+    const transport = this.subscriber ?? this.createTransport('subscriber');
+    this.subscriber = transport;
+    const t = transport.pc.addTransceiver(track.kind, { direction: 'sendonly' });
+    this.attachDownTrack(track, t);
+    this.scheduleNegotiation();
+  }
+
+  private attachDownTrack(track: PublishedTrack, t: RTCRtpTransceiver): void {
+    t.setCodecPreferences([subscriberCodec(track.codec)]);
+    t.sender.streamId = track.ownerSid;
+    const dt = new DownTrack(track, t, this.sid, this.stats);
+    this.downTracks.set(track.sid, dt);
+    track.addDownTrack(dt);
+  }
+
+  unsubscribe(track: PublishedTrack): void {
+    const dt = this.downTracks.get(track.sid);
+    if (dt === undefined) return;
+    this.downTracks.delete(track.sid);
+    track.removeDownTrack(this.sid);
+    dt.close();
+    if (this._closed) return;
+    const pc = this.kind === 'ws' ? this.subscriber?.pc : this.publisher?.pc;
+    // Not transceiver.stop(): on the BUNDLE-tag m-line it tears the transport down (field notes, bug 4).
+    try {
+      pc?.removeTrack(dt.transceiver.sender);
+    } catch {
+      // the sender may already be detached; the direction change below is what matters
+    }
+    dt.transceiver.setDirection('inactive');
+    if (this.kind === 'ws') this.scheduleNegotiation();
+  }
+
+  /** Coalesces subscription changes into one server offer; never two offers in flight. */
+  private scheduleNegotiation(): void {
+    if (this._closed) return;
+    if (this.negotiating) {
+      this.renegotiate = true;
+      return;
+    }
+    if (this.negotiationTimer !== undefined) return;
+    this.negotiationTimer = setTimeout(() => {
+      this.negotiationTimer = undefined;
+      void this.sendSubscriberOffer();
+    }, 20);
+  }
+
+  private async sendSubscriberOffer(): Promise<void> {
+    const transport = this.subscriber;
+    if (transport === undefined || this._closed) return;
+    this.negotiating = true;
+    this.renegotiate = false;
+    try {
+      const sdp = await transport.createOffer();
+      if (this._closed) return;
+      const tracks: Extract<ServerMessage, { type: 'offer' }>['tracks'] = {};
+      for (const dt of this.downTracks.values()) {
+        const mid = dt.transceiver.mid;
+        if (mid !== undefined && mid !== null) {
+          tracks[mid] = { participantSid: dt.track.ownerSid, identity: this.identityOf(dt.track.ownerSid), trackSid: dt.track.sid, kind: dt.track.kind };
+        }
+      }
+      this.lastOffer = { type: 'offer', target: 'subscriber', sdp, tracks };
+      this.emit('signal', this.lastOffer);
+    } catch (err) {
+      this.negotiating = false;
+      this.log.warn({ err: (err as Error).message }, 'subscriber offer failed');
+    }
+  }
+
+  /** After a WebSocket reconnect: an offer sent while the socket was down must be seen again. */
+  resendPendingOffer(): void {
+    if (this.negotiating && this.lastOffer !== undefined) this.emit('signal', this.lastOffer);
+  }
+
+  /** Filled in by the room so offers can name the identity behind each track. */
+  identityOf: (participantSid: string) => string = () => '';
+
+  async handleSubscriberAnswer(sdp: string): Promise<void> {
+    this.assertOpen();
+    if (this.subscriber === undefined || !this.negotiating) {
+      throw new AppError('CONFLICT', 'no subscriber offer is waiting for an answer');
+    }
+    await this.subscriber.applyAnswer(sdp);
+    this.negotiating = false;
+    if (this.renegotiate) this.scheduleNegotiation();
+  }
+
+  async addCandidate(target: Target, candidate: IceCandidateInit | null): Promise<void> {
+    this.assertOpen();
+    const transport = target === 'publisher' ? this.publisher : this.subscriber;
+    if (transport === undefined) throw new AppError('CONFLICT', `no ${target} connection to add a candidate to`);
+    await transport.addCandidate(candidate);
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------------
+
+  private createTransport(role: 'publisher' | 'subscriber' | 'combined'): RtcTransport {
+    const transport = new RtcTransport(role, this.rtc, this.stats, this.log);
+    const target: Target = role === 'subscriber' ? 'subscriber' : 'publisher';
+    transport.on('candidate', (candidate) => this.emit('signal', { type: 'candidate', target, candidate }));
+    transport.on('track', (track, transceiver) => this.onRemoteTrack(track, transceiver));
+    transport.on('state', (state) => {
+      this.log.debug({ role, state }, 'transport state');
+      if (state === 'connected') clearTimeout(this.connectTimer);
+      if (state === 'failed' || state === 'closed') this.close('connection_failed');
+    });
+    clearTimeout(this.connectTimer);
+    this.connectTimer = setTimeout(() => {
+      const transports = [this.publisher, this.subscriber].filter((t) => t !== undefined);
+      if (transports.some((t) => t.state !== 'connected')) {
+        this.log.warn('transport never connected');
+        this.close('connection_failed');
+      }
+    }, CONNECT_TIMEOUT_MS);
+    this.connectTimer.unref();
+    return transport;
+  }
+
+  private assertOpen(): void {
+    if (this._closed) throw new AppError('PEER_NOT_FOUND', 'participant has left');
+  }
+
+  /** Idempotent; unpublishes (so the room can tell the others), then frees every resource. */
+  close(reason: LeaveReason): void {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this.graceTimer);
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.negotiationTimer);
+    for (const track of [...this.published.values()]) {
+      this.published.delete(track.sid);
+      track.close();
+      this.emit('trackUnpublished', track);
+    }
+    for (const dt of this.downTracks.values()) {
+      dt.track.removeDownTrack(this.sid);
+      dt.close();
+    }
+    this.downTracks.clear();
+    this.publisher?.close();
+    this.subscriber?.close();
+    this.publisher = undefined;
+    this.subscriber = undefined;
+    this.log.info({ reason }, 'participant left');
+    this.emit('closed', reason);
+    this.removeAllListeners();
+  }
+}

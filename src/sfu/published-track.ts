@@ -1,0 +1,116 @@
+import { randomBytes } from 'node:crypto';
+import { RtpHeader, RtpPacket, type MediaStreamTrack, type RTCRtpCodecParameters, type RTCRtpTransceiver } from 'werift';
+import type { TrackInfo } from '../signaling/messages.ts';
+import type { DownTrack } from './down-track.ts';
+import { isKeyframe } from './keyframe.ts';
+import { codecNameOf } from './media-config.ts';
+import type { MediaStats } from './media-stats.ts';
+
+/** At most one keyframe request upstream per this many ms, however many subscribers ask. */
+export const KEYFRAME_REQUEST_INTERVAL_MS = 500;
+
+export type TrackSource = TrackInfo['source'];
+
+/**
+ * A track a participant publishes: reads its RTP once and hands every packet to each
+ * subscriber's DownTrack. It also owns the upstream keyframe request throttle.
+ */
+export class PublishedTrack {
+  readonly sid = `TR_${randomBytes(6).toString('hex')}`;
+  readonly kind: 'audio' | 'video';
+  readonly ownerSid: string;
+  readonly mid: string;
+  readonly codec: RTCRtpCodecParameters;
+  readonly codecName: string;
+  source: TrackSource;
+  name: string;
+  muted = false;
+  private readonly transceiver: RTCRtpTransceiver;
+  private readonly stats: MediaStats;
+  private readonly downTracks = new Map<string, DownTrack>();
+  /** Iteration copy rebuilt only when subscribers change, not per packet. */
+  private downTrackList: DownTrack[] = [];
+  private readonly unsubscribe: () => void;
+  private lastSsrc: number | undefined;
+  private lastKeyframeRequest = 0;
+  private closed = false;
+
+  constructor(opts: {
+    ownerSid: string;
+    transceiver: RTCRtpTransceiver;
+    track: MediaStreamTrack;
+    codec: RTCRtpCodecParameters;
+    source?: TrackSource;
+    name?: string;
+    stats: MediaStats;
+  }) {
+    this.ownerSid = opts.ownerSid;
+    this.transceiver = opts.transceiver;
+    this.kind = opts.track.kind === 'audio' ? 'audio' : 'video';
+    this.mid = opts.transceiver.mid ?? '';
+    this.codec = opts.codec;
+    this.codecName = codecNameOf(opts.codec.mimeType);
+    this.source = opts.source ?? (this.kind === 'audio' ? 'microphone' : 'camera');
+    this.name = opts.name ?? '';
+    this.stats = opts.stats;
+    const sub = opts.track.onReceiveRtp.subscribe((rtp) => this.onRtp(rtp));
+    this.unsubscribe = () => sub.unSubscribe();
+  }
+
+  info(): TrackInfo {
+    return { sid: this.sid, kind: this.kind, source: this.source, name: this.name, codec: this.codecName, muted: this.muted };
+  }
+
+  get subscriberCount(): number {
+    return this.downTracks.size;
+  }
+
+  addDownTrack(dt: DownTrack): void {
+    this.downTracks.set(dt.subscriberSid, dt);
+    this.downTrackList = [...this.downTracks.values()];
+    if (this.kind === 'video') this.requestKeyframe();
+  }
+
+  removeDownTrack(subscriberSid: string): void {
+    if (this.downTracks.delete(subscriberSid)) this.downTrackList = [...this.downTracks.values()];
+  }
+
+  private onRtp(rtp: RtpPacket): void {
+    if (this.closed) return;
+    const { header, payload } = rtp;
+    this.stats.packetsReceived++;
+    this.stats.bytesReceived += payload.length;
+    this.lastSsrc = header.ssrc;
+    // Padding-only probes carry nothing a subscriber can use.
+    if (payload.length === 0) return;
+    const list = this.downTrackList;
+    if (list.length === 0) return;
+    const keyframe = this.kind === 'video' && isKeyframe(this.codecName, payload);
+    // Extensions are dropped: the publisher's ids mean nothing on the subscriber's session.
+    const template = new RtpPacket(
+      new RtpHeader({ marker: header.marker, payloadType: header.payloadType, sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, ssrc: header.ssrc }),
+      payload,
+    );
+    const { ssrc, sequenceNumber, timestamp } = header;
+    for (let i = 0; i < list.length; i++) list[i]!.write(template, ssrc, sequenceNumber, timestamp, keyframe);
+  }
+
+  /** Throttled PLI to the publisher. */
+  requestKeyframe(): void {
+    if (this.closed || this.kind !== 'video' || this.lastSsrc === undefined) return;
+    const now = Date.now();
+    if (now - this.lastKeyframeRequest < KEYFRAME_REQUEST_INTERVAL_MS) return;
+    this.lastKeyframeRequest = now;
+    this.stats.keyframeRequestsSent++;
+    this.transceiver.receiver.sendRtcpPLI(this.lastSsrc).catch(() => {});
+  }
+
+  /** Stops reading; the subscribers' DownTracks are closed by their owners. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.unsubscribe();
+    this.downTracks.clear();
+    this.downTrackList = [];
+  }
+}

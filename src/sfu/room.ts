@@ -1,0 +1,134 @@
+import { randomBytes } from 'node:crypto';
+import { AppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import { TypedEmitter } from '../common/typed-emitter.ts';
+import type { LeaveReason, ParticipantInfo, ServerMessage } from '../signaling/messages.ts';
+import type { Participant } from './participant.ts';
+import type { PublishedTrack } from './published-track.ts';
+
+interface RoomEvents extends Record<string, unknown[]> {
+  closed: [];
+}
+
+/**
+ * One call. Owns its participants; wires every published track to every other
+ * participant, tells everyone who came, went, published, muted; closes itself when it
+ * has been empty for `emptyTimeoutMs`.
+ */
+export class Room extends TypedEmitter<RoomEvents> {
+  readonly name: string;
+  readonly sid = `RM_${randomBytes(6).toString('hex')}`;
+  readonly createdAt = Date.now();
+  readonly log: Logger;
+  private readonly maxParticipants: number;
+  private readonly emptyTimeoutMs: number;
+  private readonly participants = new Map<string, Participant>();
+  private emptyTimer: NodeJS.Timeout | undefined;
+  private _closed = false;
+
+  constructor(name: string, opts: { maxParticipants: number; emptyTimeoutMs: number; log: Logger }) {
+    super();
+    this.name = name;
+    this.maxParticipants = opts.maxParticipants;
+    this.emptyTimeoutMs = opts.emptyTimeoutMs;
+    this.log = opts.log.child({ room: name });
+    this.armEmptyTimer();
+  }
+
+  get closed(): boolean {
+    return this._closed;
+  }
+
+  get size(): number {
+    return this.participants.size;
+  }
+
+  byIdentity(identity: string): Participant | undefined {
+    for (const p of this.participants.values()) if (p.identity === identity) return p;
+    return undefined;
+  }
+
+  bySid(sid: string): Participant | undefined {
+    return this.participants.get(sid);
+  }
+
+  all(): Participant[] {
+    return [...this.participants.values()];
+  }
+
+  /** Every track currently published in the room, optionally excluding one participant's. */
+  tracks(exceptSid?: string): PublishedTrack[] {
+    const out: PublishedTrack[] = [];
+    for (const p of this.participants.values()) if (p.sid !== exceptSid) out.push(...p.published.values());
+    return out;
+  }
+
+  /** The room as `exceptSid` sees it. */
+  infoFor(exceptSid?: string): { name: string; sid: string; participants: ParticipantInfo[] } {
+    return {
+      name: this.name,
+      sid: this.sid,
+      participants: this.all()
+        .filter((p) => p.sid !== exceptSid && !p.hidden)
+        .map((p) => p.info()),
+    };
+  }
+
+  add(p: Participant): void {
+    if (this._closed) throw new AppError('ROOM_NOT_FOUND', `room "${this.name}" is closed`);
+    if (this.participants.size >= this.maxParticipants) throw new AppError('ROOM_FULL', `room "${this.name}" is full`);
+    clearTimeout(this.emptyTimer);
+    this.emptyTimer = undefined;
+    this.participants.set(p.sid, p);
+    p.identityOf = (sid) => this.participants.get(sid)?.identity ?? '';
+    p.on('trackPublished', (track) => {
+      this.broadcast({ type: 'track_published', participantSid: p.sid, identity: p.identity, track: track.info() });
+      for (const other of this.participants.values()) if (other !== p) other.subscribe(track);
+    });
+    p.on('trackUnpublished', (track) => {
+      for (const other of this.participants.values()) if (other !== p) other.unsubscribe(track);
+      this.broadcast({ type: 'track_unpublished', participantSid: p.sid, identity: p.identity, trackSid: track.sid });
+    });
+    p.on('trackMuted', (track) => {
+      this.broadcast({ type: 'track_muted', participantSid: p.sid, identity: p.identity, trackSid: track.sid, muted: track.muted });
+    });
+    p.on('closed', (reason) => this.onParticipantClosed(p, reason));
+    if (!p.hidden) this.broadcast({ type: 'participant_joined', participant: p.info() }, p.sid);
+    for (const track of this.tracks(p.sid)) p.subscribe(track);
+    this.log.info({ participant: p.identity, participantSid: p.sid, kind: p.kind, size: this.participants.size }, 'participant joined');
+  }
+
+  private onParticipantClosed(p: Participant, reason: LeaveReason): void {
+    if (!this.participants.delete(p.sid)) return;
+    if (!p.hidden) this.broadcast({ type: 'participant_left', participantSid: p.sid, identity: p.identity, reason });
+    this.armEmptyTimer();
+  }
+
+  /** Sends to every participant's client except `exceptSid`. */
+  broadcast(msg: ServerMessage, exceptSid?: string): void {
+    for (const p of this.participants.values()) {
+      if (p.sid !== exceptSid && !p.closed) p.send(msg);
+    }
+  }
+
+  private armEmptyTimer(): void {
+    if (this._closed || this.participants.size > 0 || this.emptyTimer !== undefined) return;
+    this.emptyTimer = setTimeout(() => this.close('room_closed'), this.emptyTimeoutMs);
+    this.emptyTimer.unref();
+  }
+
+  /** Idempotent: removes every participant, then tells the owner (the Sfu) it is gone. */
+  close(reason: LeaveReason): void {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this.emptyTimer);
+    for (const p of [...this.participants.values()]) {
+      p.send({ type: 'left', reason });
+      p.close(reason);
+    }
+    this.participants.clear();
+    this.log.info({ reason }, 'room closed');
+    this.emit('closed');
+    this.removeAllListeners();
+  }
+}

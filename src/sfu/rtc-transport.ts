@@ -1,0 +1,222 @@
+import { RTCPeerConnection, type RTCRtpTransceiver, type MediaStreamTrack } from 'werift';
+import { AppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import { TypedEmitter } from '../common/typed-emitter.ts';
+import type { Config } from '../config.ts';
+import type { IceCandidateInit } from '../signaling/messages.ts';
+import { codecsFor, headerExtensions } from './media-config.ts';
+import type { MediaStats } from './media-stats.ts';
+import { announceCandidate, announceSdp, assertPlausibleSdp, type MediaSection } from './sdp.ts';
+import { TwccFeedback } from './twcc-feedback.ts';
+
+export type TransportRole = 'publisher' | 'subscriber' | 'combined';
+export type TransportState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
+
+interface RtcTransportEvents extends Record<string, unknown[]> {
+  candidate: [IceCandidateInit | null];
+  state: [TransportState];
+  /** A remote track arrived on a transceiver the remote sends on. */
+  track: [MediaStreamTrack, RTCRtpTransceiver];
+}
+
+/** How long a transport may stay "disconnected" before it counts as failed. */
+const DISCONNECTED_TIMEOUT_MS = 10_000;
+
+/**
+ * One werift RTCPeerConnection and everything that belongs to it: ICE trickle (with the
+ * announced address applied), connection state, our own TWCC feedback for what the remote
+ * sends, and SDP validation. A publisher transport answers the client's offers; a
+ * subscriber transport makes the offers; a combined one (HTTP, WHIP, WHEP) answers an
+ * offer that may both send and receive.
+ */
+export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
+  readonly role: TransportRole;
+  readonly pc: RTCPeerConnection;
+  private readonly announcedIp: string | undefined;
+  private readonly log: Logger;
+  private readonly twcc: TwccFeedback | undefined;
+  private disconnectedTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  private _state: TransportState = 'new';
+  /** Candidates that arrived before the remote description; applied right after it. */
+  private pendingCandidates: (IceCandidateInit | null)[] = [];
+
+  constructor(role: TransportRole, rtc: Config['rtc'], stats: MediaStats, log: Logger) {
+    super();
+    this.role = role;
+    this.announcedIp = rtc.announcedIp;
+    this.log = log;
+    const exts = headerExtensions();
+    this.pc = new RTCPeerConnection({
+      codecs: codecsFor(rtc.codecs),
+      // Subscribers get no transport-cc: we do not run a send-side estimator on werift.
+      headerExtensions: role === 'subscriber' ? { audio: [exts.audio[0]!], video: exts.video.slice(0, 2) } : exts,
+      iceAdditionalHostAddresses: rtc.extraHosts,
+      iceUseIpv6: rtc.ipv6,
+      icePortRange: rtc.portRange,
+      iceInterfaceAddresses: rtc.interfaces.length > 0 ? { udp4: rtc.interfaces[0], udp6: undefined } : undefined,
+    });
+    if (role !== 'subscriber') {
+      const twcc = new TwccFeedback({
+        senderSsrc: Math.floor(Math.random() * 0xffffffff),
+        send: (packet) => {
+          const dtls = this.pc.dtlsTransports[0];
+          if (dtls === undefined || dtls.state !== 'connected') return;
+          stats.twccFeedbackSent++;
+          dtls.sendRtcp([{ serialize: () => packet } as never]).catch(() => {});
+        },
+      });
+      this.twcc = twcc;
+      this.pc.onRemoteTransceiverAdded.subscribe((t) => this.installTwcc(t, twcc));
+    }
+    this.pc.onIceCandidate.subscribe((c) => {
+      if (this.closed) return;
+      this.emit(
+        'candidate',
+        c === undefined
+          ? null
+          : { candidate: announceCandidate(c.candidate, this.announcedIp), sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null },
+      );
+    });
+    this.pc.onRemoteTransceiverAdded.subscribe((t) => {
+      t.onTrack.subscribe((track, transceiver) => {
+        if (!this.closed) this.emit('track', track, transceiver);
+      });
+    });
+    this.pc.connectionStateChange.subscribe((s) => this.onConnectionState(s));
+  }
+
+  get state(): TransportState {
+    return this._state;
+  }
+
+  /**
+   * werift builds its own (malformed, see field notes) TWCC feedback in `setupTWCC`;
+   * the receiver exposes that hook and the `receiverTWCC` slot, so we put ours there.
+   */
+  private installTwcc(t: RTCRtpTransceiver, twcc: TwccFeedback): void {
+    const receiver = t.receiver as unknown as {
+      setupTWCC: (ssrc: number) => void;
+      receiverTWCC: unknown;
+    };
+    receiver.setupTWCC = (ssrc: number) => {
+      twcc.setMediaSsrc(ssrc);
+      receiver.receiverTWCC = {
+        twccRunning: true,
+        handleTWCC: (seq: number | undefined) => {
+          if (seq !== undefined) twcc.handleTWCC(seq);
+        },
+      };
+    };
+  }
+
+  private onConnectionState(s: string): void {
+    if (this.closed) return;
+    const next = s as TransportState;
+    this._state = next;
+    clearTimeout(this.disconnectedTimer);
+    this.disconnectedTimer = undefined;
+    if (next === 'disconnected') {
+      this.disconnectedTimer = setTimeout(() => {
+        this._state = 'failed';
+        this.emit('state', 'failed');
+      }, DISCONNECTED_TIMEOUT_MS);
+      this.disconnectedTimer.unref();
+    }
+    this.emit('state', next);
+  }
+
+  /** Applies a remote offer and returns our answer. */
+  async answer(offerSdp: string): Promise<{ sdp: string; sections: MediaSection[] }> {
+    const sections = assertPlausibleSdp(offerSdp);
+    await this.setRemote({ type: 'offer', sdp: offerSdp });
+    return { sdp: await this.createAndSetLocal('answer'), sections };
+  }
+
+  /**
+   * Between applying a remote offer and answering, the caller may add senders to the
+   * transceivers the offer created; `answer()` runs both halves when nothing is in between.
+   */
+  async applyOffer(offerSdp: string): Promise<MediaSection[]> {
+    const sections = assertPlausibleSdp(offerSdp);
+    await this.setRemote({ type: 'offer', sdp: offerSdp });
+    return sections;
+  }
+
+  async createAnswer(): Promise<string> {
+    return this.createAndSetLocal('answer');
+  }
+
+  async createOffer(): Promise<string> {
+    return this.createAndSetLocal('offer');
+  }
+
+  async applyAnswer(answerSdp: string): Promise<void> {
+    assertPlausibleSdp(answerSdp);
+    if (this.pc.signalingState !== 'have-local-offer') {
+      throw new AppError('CONFLICT', 'no offer from the server is waiting for an answer');
+    }
+    await this.setRemote({ type: 'answer', sdp: answerSdp });
+  }
+
+  async addCandidate(candidate: IceCandidateInit | null): Promise<void> {
+    if (this.closed) return;
+    if (candidate !== null && candidate.candidate !== '' && !/^(a=)?candidate:\S+ \d+ (udp|tcp) \d+ \S+ \d+ typ \w+/i.test(candidate.candidate)) {
+      throw new AppError('INVALID_CANDIDATE', 'ICE candidate is not a valid candidate line');
+    }
+    if (this.pc.remoteDescription === null) {
+      if (this.pendingCandidates.length < 64) this.pendingCandidates.push(candidate);
+      return;
+    }
+    await this.addCandidateNow(candidate);
+  }
+
+  private async addCandidateNow(candidate: IceCandidateInit | null): Promise<void> {
+    if (candidate === null || candidate.candidate === '') return; // end of candidates: nothing to do
+    try {
+      await this.pc.addIceCandidate({
+        candidate: candidate.candidate.replace(/^a=/, ''),
+        sdpMid: candidate.sdpMid ?? undefined,
+        sdpMLineIndex: candidate.sdpMLineIndex ?? undefined,
+      });
+    } catch (err) {
+      throw new AppError('INVALID_CANDIDATE', `ICE candidate rejected: ${(err as Error).message}`);
+    }
+  }
+
+  private async setRemote(desc: { type: 'offer' | 'answer'; sdp: string }): Promise<void> {
+    if (this.closed) throw new AppError('CONFLICT', 'transport is closed');
+    try {
+      await this.pc.setRemoteDescription(desc);
+    } catch (err) {
+      this.log.debug({ err: (err as Error).message }, 'setRemoteDescription failed');
+      throw new AppError('INVALID_SDP', `SDP rejected: ${(err as Error).message}`);
+    }
+    const pending = this.pendingCandidates;
+    this.pendingCandidates = [];
+    for (const c of pending) await this.addCandidateNow(c).catch(() => {});
+  }
+
+  private async createAndSetLocal(type: 'offer' | 'answer'): Promise<string> {
+    if (this.closed) throw new AppError('CONFLICT', 'transport is closed');
+    try {
+      const desc = type === 'offer' ? await this.pc.createOffer() : await this.pc.createAnswer();
+      await this.pc.setLocalDescription(desc);
+    } catch (err) {
+      if (err instanceof AppError) throw err;
+      throw new AppError('INVALID_SDP', `could not negotiate: ${(err as Error).message}`);
+    }
+    return announceSdp(this.pc.localDescription!.sdp, this.announcedIp);
+  }
+
+  /** Idempotent: stops timers, feedback and the PeerConnection. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this._state = 'closed';
+    clearTimeout(this.disconnectedTimer);
+    this.twcc?.close();
+    this.removeAllListeners();
+    this.pc.close().catch(() => {});
+  }
+}

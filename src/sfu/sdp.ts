@@ -1,0 +1,70 @@
+import { AppError } from '../common/errors.ts';
+
+export type Direction = 'sendrecv' | 'sendonly' | 'recvonly' | 'inactive';
+
+export interface MediaSection {
+  kind: string;
+  mid: string | undefined;
+  direction: Direction;
+  /** Port 0: the m-line is rejected or stopped. */
+  stopped: boolean;
+}
+
+/** The m-sections of an SDP, enough to know what a remote offers to send and receive. */
+export function mediaSections(sdp: string): MediaSection[] {
+  const out: MediaSection[] = [];
+  let cur: MediaSection | undefined;
+  for (const raw of sdp.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (line.startsWith('m=')) {
+      const [kind, port] = line.slice(2).split(' ');
+      cur = { kind: kind ?? '', mid: undefined, direction: 'sendrecv', stopped: port === '0' };
+      out.push(cur);
+    } else if (cur !== undefined) {
+      if (line.startsWith('a=mid:')) cur.mid = line.slice(6);
+      else if (line === 'a=sendrecv' || line === 'a=sendonly' || line === 'a=recvonly' || line === 'a=inactive') {
+        cur.direction = line.slice(2) as Direction;
+      }
+    }
+  }
+  return out;
+}
+
+/** Cheap structural checks before werift sees an SDP, so garbage gets INVALID_SDP, not a stack trace. */
+export function assertPlausibleSdp(sdp: string): MediaSection[] {
+  if (!sdp.startsWith('v=0')) throw new AppError('INVALID_SDP', 'SDP must start with "v=0"');
+  if (!/\r?\na=fingerprint:/.test(sdp)) throw new AppError('INVALID_SDP', 'SDP has no DTLS fingerprint');
+  if (!/\r?\na=ice-ufrag:/.test(sdp) || !/\r?\na=ice-pwd:/.test(sdp)) throw new AppError('INVALID_SDP', 'SDP has no ICE credentials');
+  const sections = mediaSections(sdp);
+  if (sections.length === 0) throw new AppError('INVALID_SDP', 'SDP has no media section');
+  if (sections.length > 64) throw new AppError('INVALID_SDP', 'SDP has too many media sections');
+  for (const s of sections) {
+    if (s.kind !== 'audio' && s.kind !== 'video' && s.kind !== 'application') {
+      throw new AppError('INVALID_SDP', `unsupported media kind "${s.kind}"`);
+    }
+  }
+  return sections;
+}
+
+export function sends(d: Direction): boolean {
+  return d === 'sendrecv' || d === 'sendonly';
+}
+
+export function receives(d: Direction): boolean {
+  return d === 'sendrecv' || d === 'recvonly';
+}
+
+/** Replaces the address of host candidates (except loopback) with the announced one. */
+export function announceCandidate(candidate: string, announcedIp: string | undefined): string {
+  if (announcedIp === undefined) return candidate;
+  const parts = candidate.split(' ');
+  // candidate:<foundation> <component> <transport> <priority> <address> <port> typ <type>
+  if (parts.length < 8 || parts[7] !== 'host' || parts[4]?.startsWith('127.')) return candidate;
+  parts[4] = announcedIp;
+  return parts.join(' ');
+}
+
+export function announceSdp(sdp: string, announcedIp: string | undefined): string {
+  if (announcedIp === undefined) return sdp;
+  return sdp.replace(/^a=(candidate:.*)$/gm, (_m, c: string) => `a=${announceCandidate(c, announcedIp)}`);
+}

@@ -1,0 +1,101 @@
+import type { Grant } from '../auth/tokens.ts';
+import { AppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import type { Config } from '../config.ts';
+import { MediaStats } from './media-stats.ts';
+import { Participant, type ParticipantKind } from './participant.ts';
+import { Room } from './room.ts';
+
+/**
+ * The media engine's root: owns every room. Rooms are created on first join and close
+ * themselves when empty; `close()` ends them all (server shutdown).
+ */
+export class Sfu {
+  readonly stats = new MediaStats();
+  private readonly rooms = new Map<string, Room>();
+  private readonly config: Config;
+  private readonly log: Logger;
+  private closed = false;
+
+  constructor(config: Config, log: Logger) {
+    this.config = config;
+    this.log = log;
+  }
+
+  get roomCount(): number {
+    return this.rooms.size;
+  }
+
+  listRooms(): Room[] {
+    return [...this.rooms.values()];
+  }
+
+  getRoom(name: string): Room {
+    const room = this.rooms.get(name);
+    if (room === undefined) throw new AppError('ROOM_NOT_FOUND', `room "${name}" does not exist`);
+    return room;
+  }
+
+  findRoom(name: string): Room | undefined {
+    return this.rooms.get(name);
+  }
+
+  getOrCreateRoom(name: string): Room {
+    if (this.closed) throw new AppError('SHUTTING_DOWN', 'server is shutting down');
+    const existing = this.rooms.get(name);
+    if (existing !== undefined) return existing;
+    if (this.rooms.size >= this.config.limits.maxRooms) throw new AppError('TOO_MANY_ROOMS', 'room limit reached on this server');
+    const room = new Room(name, {
+      maxParticipants: this.config.limits.maxParticipants,
+      emptyTimeoutMs: this.config.limits.emptyRoomTimeoutMs,
+      log: this.log,
+    });
+    this.rooms.set(name, room);
+    room.on('closed', () => {
+      if (this.rooms.get(name) === room) this.rooms.delete(name);
+    });
+    this.log.info({ room: name }, 'room created');
+    return room;
+  }
+
+  /**
+   * Puts a new participant in a room. An identity already present is replaced (the old
+   * session is told `replaced`), as a user who opens the call again expects.
+   */
+  join(roomName: string, opts: { identity: string; name: string; grants: ReadonlySet<Grant>; kind: ParticipantKind }): { room: Room; participant: Participant } {
+    const room = this.getOrCreateRoom(roomName);
+    const previous = room.byIdentity(opts.identity);
+    if (previous !== undefined) {
+      previous.send({ type: 'left', reason: 'replaced' });
+      previous.close('replaced');
+    }
+    const participant = new Participant({
+      ...opts,
+      rtc: this.config.rtc,
+      stats: this.stats,
+      log: room.log,
+      reconnectGraceMs: this.config.limits.reconnectGraceMs,
+    });
+    room.add(participant);
+    return { room, participant };
+  }
+
+  participantCount(): number {
+    let n = 0;
+    for (const r of this.rooms.values()) n += r.size;
+    return n;
+  }
+
+  publishedTrackCount(): number {
+    let n = 0;
+    for (const r of this.rooms.values()) n += r.tracks().length;
+    return n;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const room of [...this.rooms.values()]) room.close('server_shutdown');
+    this.rooms.clear();
+  }
+}

@@ -1,0 +1,192 @@
+import type { WebSocket } from 'ws';
+import type { TokenService } from '../auth/tokens.ts';
+import { AppError, toAppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import type { Config } from '../config.ts';
+import { iceServersFor } from '../auth/ice-servers.ts';
+import type { Participant } from '../sfu/participant.ts';
+import type { Sfu } from '../sfu/sfu.ts';
+import { CLIENT_MESSAGE_TYPES, ClientMessage, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
+
+/** WebSocket ping interval; a socket that misses two is dead. */
+export const KEEPALIVE_INTERVAL_MS = 15_000;
+
+type RequestId = string | number | undefined;
+
+/**
+ * One WebSocket connection: validates each message, runs them in arrival order (an offer
+ * is applied before the candidates that follow it), and relays the participant's
+ * messages back. States: awaiting join → joined → closed.
+ */
+export class SignalingSession {
+  private readonly ws: WebSocket;
+  private readonly sfu: Sfu;
+  private readonly tokens: TokenService;
+  private readonly config: Config;
+  private log: Logger;
+  private participant: Participant | undefined;
+  private readonly onSignal = (msg: ServerMessage) => this.send(msg);
+  private readonly onParticipantClosed = () => this.ws.close(1000, 'left');
+  private queue: Promise<void> = Promise.resolve();
+  private keepalive: NodeJS.Timeout;
+  private alive = true;
+  private closed = false;
+  private leaving = false;
+
+  constructor(ws: WebSocket, deps: { sfu: Sfu; tokens: TokenService; config: Config; log: Logger }) {
+    this.ws = ws;
+    this.sfu = deps.sfu;
+    this.tokens = deps.tokens;
+    this.config = deps.config;
+    this.log = deps.log;
+    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
+    ws.on('pong', () => {
+      this.alive = true;
+    });
+    ws.on('close', () => this.onClose());
+    ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
+    this.keepalive = setInterval(() => {
+      if (!this.alive) {
+        this.log.info('websocket missed keepalive, terminating');
+        ws.terminate();
+        return;
+      }
+      this.alive = false;
+      ws.ping();
+    }, KEEPALIVE_INTERVAL_MS);
+    this.keepalive.unref();
+  }
+
+  private send(msg: ServerMessage): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  private sendError(id: RequestId, err: unknown): void {
+    const e = toAppError(err);
+    if (e.code === 'INTERNAL') this.log.error({ err }, 'signaling request failed');
+    this.send(id === undefined ? { type: 'error', code: e.code, message: e.message } : { type: 'error', id, code: e.code, message: e.message });
+  }
+
+  private onMessage(data: Buffer, isBinary: boolean): void {
+    if (this.closed) return;
+    if (isBinary) return this.sendError(undefined, new AppError('BAD_REQUEST', 'binary frames are not part of the protocol; send JSON text'));
+    if (data.length > this.config.limits.maxMessageBytes) {
+      return this.sendError(undefined, new AppError('MESSAGE_TOO_LARGE', `messages are limited to ${this.config.limits.maxMessageBytes} bytes`));
+    }
+    let json: unknown;
+    try {
+      json = JSON.parse(data.toString('utf8'));
+    } catch {
+      return this.sendError(undefined, new AppError('MALFORMED_JSON', 'message is not valid JSON'));
+    }
+    const rawId = (json as { id?: unknown } | null)?.id;
+    const id: RequestId = typeof rawId === 'string' || typeof rawId === 'number' ? rawId : undefined;
+    const type = (json as { type?: unknown } | null)?.type;
+    if (typeof json !== 'object' || json === null || Array.isArray(json) || typeof type !== 'string') {
+      return this.sendError(id, new AppError('VALIDATION_FAILED', 'message must be a JSON object with a string "type"'));
+    }
+    if (!CLIENT_MESSAGE_TYPES.includes(type)) {
+      return this.sendError(id, new AppError('UNKNOWN_MESSAGE_TYPE', `unknown message type "${type.slice(0, 64)}"`));
+    }
+    const parsed = ClientMessage.safeParse(json);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      const where = issue === undefined ? '' : `${issue.path.join('.') || '(message)'}: `;
+      return this.sendError(id, new AppError('VALIDATION_FAILED', `${where}${issue?.message ?? 'invalid message'}`));
+    }
+    const msg = parsed.data;
+    this.queue = this.queue.then(() => this.handle(msg)).catch((err: unknown) => this.sendError(msg.id, err));
+  }
+
+  private async handle(msg: ClientMessage): Promise<void> {
+    if (this.closed && msg.type !== 'leave') return;
+    if (msg.type === 'ping') return this.send({ type: 'pong', id: msg.id, t: msg.t });
+    if (msg.type === 'join') return this.join(msg);
+    const p = this.participant;
+    if (p === undefined || p.closed) throw new AppError('NOT_JOINED', 'send "join" first');
+    switch (msg.type) {
+      case 'offer': {
+        const sdp = await p.handlePublisherOffer(msg.sdp);
+        return this.send({ type: 'answer', id: msg.id, target: 'publisher', sdp });
+      }
+      case 'answer':
+        await p.handleSubscriberAnswer(msg.sdp);
+        return this.ack(msg.id);
+      case 'candidate':
+        await p.addCandidate(msg.target, msg.candidate);
+        return this.ack(msg.id);
+      case 'track_info':
+        p.setTrackInfo(msg.mid, { source: msg.source, name: msg.name });
+        return this.ack(msg.id);
+      case 'mute':
+        p.setMuted(msg.trackSid, msg.muted);
+        return this.ack(msg.id);
+      case 'leave':
+        this.leaving = true;
+        this.send({ type: 'left', reason: 'client_left' });
+        p.close('client_left');
+        return;
+    }
+  }
+
+  private ack(id: RequestId): void {
+    if (id !== undefined) this.send({ type: 'ack', id });
+  }
+
+  private async join(msg: Extract<ClientMessage, { type: 'join' }>): Promise<void> {
+    if (this.participant !== undefined) throw new AppError('ALREADY_JOINED', 'this connection already joined a room');
+    if (msg.protocol !== PROTOCOL_VERSION) {
+      throw new AppError('UNSUPPORTED_PROTOCOL', `protocol ${msg.protocol} is not supported; this server speaks ${PROTOCOL_VERSION}`);
+    }
+    const token = await this.tokens.verify(msg.token);
+    if (token.room === undefined) throw new AppError('FORBIDDEN', 'token does not name a room');
+    if (this.closed) return;
+    const existing = this.sfu.findRoom(token.room)?.byIdentity(token.identity);
+    let participant: Participant;
+    let resumed = false;
+    if (existing !== undefined && existing.kind === 'ws' && existing.awaitingReconnect) {
+      participant = existing;
+      participant.signalingResumed();
+      resumed = true;
+    } else {
+      participant = this.sfu.join(token.room, {
+        identity: token.identity,
+        name: msg.name ?? token.name ?? token.identity,
+        grants: token.grants,
+        kind: 'ws',
+      }).participant;
+    }
+    this.participant = participant;
+    this.log = participant.log;
+    const room = this.sfu.getRoom(token.room);
+    this.send({
+      type: 'joined',
+      id: msg.id,
+      protocol: PROTOCOL_VERSION,
+      resumed,
+      participant: participant.info(),
+      room: room.infoFor(participant.sid),
+      iceServers: iceServersFor(this.config.ice, token.identity),
+      codecs: this.config.rtc.codecs,
+    });
+    participant.on('signal', this.onSignal);
+    participant.once('closed', this.onParticipantClosed);
+    if (resumed) participant.resendPendingOffer();
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.keepalive);
+    const p = this.participant;
+    if (p === undefined) return;
+    p.off('signal', this.onSignal);
+    p.off('closed', this.onParticipantClosed);
+    if (!p.closed && !this.leaving) p.signalingLost();
+  }
+
+  /** Server shutdown or room closed under us. */
+  close(code = 1001, reason = 'server shutdown'): void {
+    this.ws.close(code, reason);
+  }
+}
