@@ -34,6 +34,7 @@ export function createMetrics(sfu: Sfu): Registry {
   counter('scv_rtp_bytes_forwarded_total', 'RTP payload bytes forwarded to subscribers', 'bytesForwarded');
   counter('scv_rtp_packets_dropped_total', 'Packets not forwarded to a subscriber (not connected, waiting for keyframe, stale)', 'packetsDropped');
   counter('scv_nacks_received_total', 'NACK feedback packets received from subscribers', 'nacksReceived');
+  counter('scv_nacks_sent_total', 'NACK feedback packets sent to publishers', 'nacksSent');
   counter('scv_plis_received_total', 'PLI feedback received from subscribers', 'plisReceived');
   counter('scv_firs_received_total', 'FIR feedback received from subscribers', 'firsReceived');
   counter('scv_keyframe_requests_sent_total', 'Keyframe requests (PLI) sent to publishers', 'keyframeRequestsSent');

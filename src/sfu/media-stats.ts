@@ -10,6 +10,8 @@ export class MediaStats {
   /** Packets not forwarded to a subscriber: transport not ready, waiting for a keyframe, stale. */
   packetsDropped = 0;
   nacksReceived = 0;
+  /** NACKs werift's receiver sent to publishers for packets lost on the way in. */
+  nacksSent = 0;
   plisReceived = 0;
   firsReceived = 0;
   keyframeRequestsSent = 0;

@@ -320,6 +320,11 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
 
   async addCandidate(target: Target, candidate: IceCandidateInit | null): Promise<void> {
     this.assertOpen();
+    // A client may trickle publisher candidates before its offer arrives (they are gathered
+    // while it sets its local description): the transport is made now and holds them.
+    if (target === 'publisher' && this.publisher === undefined && this.kind === 'ws' && this.grants.has('publish')) {
+      this.publisher = this.createTransport('publisher');
+    }
     const transport = target === 'publisher' ? this.publisher : this.subscriber;
     if (transport === undefined) throw new AppError('CONFLICT', `no ${target} connection to add a candidate to`);
     await transport.addCandidate(candidate);

@@ -54,7 +54,14 @@ export class PublishedTrack {
     this.name = opts.name ?? '';
     this.stats = opts.stats;
     const sub = opts.track.onReceiveRtp.subscribe((rtp) => this.onRtp(rtp));
-    this.unsubscribe = () => sub.unSubscribe();
+    // werift's receiver sends the NACKs upstream; we only count them.
+    const lost = opts.transceiver.receiver.onPacketLost.subscribe(() => {
+      this.stats.nacksSent++;
+    });
+    this.unsubscribe = () => {
+      sub.unSubscribe();
+      lost.unSubscribe();
+    };
   }
 
   info(): TrackInfo {

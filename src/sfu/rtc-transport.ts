@@ -48,6 +48,9 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     this.log = log;
     const exts = headerExtensions();
     this.pc = new RTCPeerConnection({
+      // One ICE transport per connection: with werift's default (max-compat) the per-m-line
+      // transports of a first offer stay open after BUNDLE and even after close().
+      bundlePolicy: 'max-bundle',
       codecs: codecsFor(rtc.codecs),
       // Subscribers get no transport-cc: we do not run a send-side estimator on werift.
       headerExtensions: role === 'subscriber' ? { audio: [exts.audio[0]!], video: exts.video.slice(0, 2) } : exts,

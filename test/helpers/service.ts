@@ -1,0 +1,78 @@
+import type { Grant } from '../../src/auth/tokens.ts';
+import { loadConfig } from '../../src/config.ts';
+import { startService, type Service } from '../../src/service.ts';
+import { TestClient, type TestClientOptions } from './client.ts';
+
+/** A real service on an ephemeral port, plus shortcuts to mint tokens and join clients. */
+export class TestService {
+  readonly service: Service;
+  private readonly clients = new Set<TestClient>();
+
+  private constructor(service: Service) {
+    this.service = service;
+  }
+
+  static async start(env: Record<string, string> = {}): Promise<TestService> {
+    const config = loadConfig({ SCV_HTTP_PORT: '0', SCV_LOG_LEVEL: process.env.SCV_TEST_LOG_LEVEL ?? 'silent', ...env });
+    return new TestService(await startService(config));
+  }
+
+  get httpUrl(): string {
+    return this.service.httpUrl;
+  }
+
+  token(identity: string, room: string | undefined, grants: Grant[] = ['publish', 'subscribe'], ttlSeconds?: number): Promise<string> {
+    return this.service.tokens.mint({ identity, room, grants, ttlSeconds });
+  }
+
+  /** A joined client; closed by `close()` if the test does not close it. */
+  async join(identity: string, room: string, opts: Partial<TestClientOptions> & { grants?: Grant[] } = {}): Promise<TestClient> {
+    const token = await this.token(identity, room, opts.grants);
+    const c = await TestClient.join({ wsUrl: this.service.wsUrl, token, name: identity, ...opts });
+    this.clients.add(c);
+    return c;
+  }
+
+  track(c: TestClient): TestClient {
+    this.clients.add(c);
+    return c;
+  }
+
+  async fetch(path: string, init: RequestInit = {}): Promise<{ status: number; body: any; headers: Headers }> {
+    const res = await fetch(`${this.httpUrl}${path}`, init);
+    const text = await res.text();
+    let body: unknown = text;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      // not JSON (metrics, SDP): keep the text
+    }
+    return { status: res.status, body, headers: res.headers };
+  }
+
+  /** Reads one Prometheus sample value. */
+  async metric(name: string): Promise<number> {
+    const { body } = await this.fetch('/metrics');
+    const line = String(body)
+      .split('\n')
+      .find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+    return line === undefined ? Number.NaN : Number(line.split(' ').pop());
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.clients].map((c) => c.close()));
+    await this.service.close();
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** Polls `check` until it returns true, or fails with `what`. */
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
