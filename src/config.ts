@@ -55,6 +55,8 @@ const RawConfig = z
     RECONNECT_GRACE: z.coerce.number().min(0).default(15),
     /** Largest signaling message accepted, in bytes. */
     MAX_MESSAGE_BYTES: z.coerce.number().int().positive().default(256 * 1024),
+    /** Where recordings are written, one folder per recording. */
+    RECORDINGS_DIR: z.string().min(1).default('recordings'),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     API_KEY: z.string().min(1).optional(),
     API_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -101,6 +103,7 @@ export interface Config {
     maxMessageBytes: number;
   };
   logLevel: string;
+  recordingsDir: string;
   auth: { apiKey: string; apiSecret: string; development: boolean };
 }
 
@@ -166,6 +169,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       maxMessageBytes: c.MAX_MESSAGE_BYTES,
     },
     logLevel: c.LOG_LEVEL,
+    recordingsDir: c.RECORDINGS_DIR,
     auth: development
       ? { apiKey: 'devkey', apiSecret: randomBytes(32).toString('base64url'), development: true }
       : { apiKey: c.API_KEY!, apiSecret: c.API_SECRET!, development: false },

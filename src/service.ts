@@ -6,6 +6,8 @@ import { createLogger, type Logger } from './common/logger.ts';
 import type { Config } from './config.ts';
 import { createMetrics } from './http/metrics.ts';
 import { opsRoutes } from './http/routes/ops.ts';
+import { recordingRoutes } from './http/routes/recordings.ts';
+import { RecordingManager } from './recording/recording-manager.ts';
 import { Sfu } from './sfu/sfu.ts';
 import { SIGNALING_PATH, signalingRoute } from './signaling/ws-route.ts';
 
@@ -15,6 +17,7 @@ export interface Service {
   config: Config;
   tokens: TokenService;
   sfu: Sfu;
+  recordings: RecordingManager;
   log: Logger;
   app: FastifyInstance;
   /** Idempotent: closes every room, connection and socket. */
@@ -27,6 +30,7 @@ export async function startService(config: Config, opts: { log?: Logger } = {}):
   const tokens = new TokenService(config.auth.apiKey, config.auth.apiSecret);
   const sfu = new Sfu(config, log);
   const metrics = createMetrics(sfu);
+  const recordings = new RecordingManager(config.recordingsDir, sfu, log);
   // Fastify's own request logging is off: we log events that matter, with room and participant.
   const app = Fastify({ logger: false, bodyLimit: config.limits.maxMessageBytes });
 
@@ -42,7 +46,8 @@ export async function startService(config: Config, opts: { log?: Logger } = {}):
 
   await app.register(websocket, { options: { maxPayload: config.limits.maxMessageBytes * 4 } });
   opsRoutes(app, { sfu, tokens, metrics, config });
-  const sessions = signalingRoute(app, { sfu, tokens, config, log });
+  recordingRoutes(app, { sfu, tokens, recordings });
+  const sessions = signalingRoute(app, { sfu, tokens, config, recordings, log });
 
   await app.listen({ host: config.http.host, port: config.http.port });
   const addr = app.server.address();
@@ -57,10 +62,13 @@ export async function startService(config: Config, opts: { log?: Logger } = {}):
     config,
     tokens,
     sfu,
+    recordings,
     log,
     app,
     close() {
       closing ??= (async () => {
+        // Recordings first, so every file is closed and playable before media stops.
+        await recordings.close();
         sfu.close();
         for (const s of sessions) s.close();
         await app.close();

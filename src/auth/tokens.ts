@@ -13,6 +13,8 @@ const Claims = z.object({
   room: z.string().min(1).max(128).optional(),
   name: z.string().max(128).optional(),
   grants: z.array(z.enum(GRANTS)).default([]),
+  /** Room mode asked for: a room takes it from the token that creates it; others must match. */
+  e2ee: z.boolean().optional(),
 });
 
 export interface AccessToken {
@@ -20,6 +22,7 @@ export interface AccessToken {
   room: string | undefined;
   name: string | undefined;
   grants: ReadonlySet<Grant>;
+  e2ee: boolean | undefined;
 }
 
 export interface MintOptions {
@@ -28,6 +31,7 @@ export interface MintOptions {
   name?: string;
   grants?: readonly Grant[];
   ttlSeconds?: number;
+  e2ee?: boolean;
 }
 
 export const DEFAULT_GRANTS: readonly Grant[] = ['publish', 'subscribe'];
@@ -45,6 +49,7 @@ export class TokenService {
     const claims: Record<string, unknown> = { grants: [...(opts.grants ?? DEFAULT_GRANTS)] };
     if (opts.room !== undefined) claims.room = opts.room;
     if (opts.name !== undefined) claims.name = opts.name;
+    if (opts.e2ee !== undefined) claims.e2ee = opts.e2ee;
     return new SignJWT(claims)
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
       .setIssuer(this.apiKey)
@@ -68,7 +73,7 @@ export class TokenService {
     const claims = Claims.safeParse(payload);
     if (!claims.success) throw new AppError('UNAUTHORIZED', 'access token claims are invalid');
     const c = claims.data;
-    return { identity: c.sub, room: c.room, name: c.name, grants: new Set(c.grants) };
+    return { identity: c.sub, room: c.room, name: c.name, grants: new Set(c.grants), e2ee: c.e2ee };
   }
 }
 

@@ -11,6 +11,9 @@ export const KEYFRAME_REQUEST_INTERVAL_MS = 500;
 
 export type TrackSource = TrackInfo['source'];
 
+/** Anything besides a subscriber that consumes a track's packets as they arrive (the recorder). */
+export type RtpSink = (rtp: RtpPacket, keyframe: boolean) => void;
+
 /**
  * A track a participant publishes: reads its RTP once and hands every packet to each
  * subscriber's DownTrack. It also owns the upstream keyframe request throttle.
@@ -30,6 +33,7 @@ export class PublishedTrack {
   private readonly downTracks = new Map<string, DownTrack>();
   /** Iteration copy rebuilt only when subscribers change, not per packet. */
   private downTrackList: DownTrack[] = [];
+  private sinkList: RtpSink[] = [];
   private readonly unsubscribe: () => void;
   private lastSsrc: number | undefined;
   private lastKeyframeRequest = 0;
@@ -82,6 +86,15 @@ export class PublishedTrack {
     if (this.downTracks.delete(subscriberSid)) this.downTrackList = [...this.downTracks.values()];
   }
 
+  addSink(sink: RtpSink): void {
+    this.sinkList = [...this.sinkList, sink];
+    if (this.kind === 'video') this.requestKeyframe();
+  }
+
+  removeSink(sink: RtpSink): void {
+    this.sinkList = this.sinkList.filter((s) => s !== sink);
+  }
+
   private onRtp(rtp: RtpPacket): void {
     if (this.closed) return;
     const { header, payload } = rtp;
@@ -91,8 +104,11 @@ export class PublishedTrack {
     // Padding-only probes carry nothing a subscriber can use.
     if (payload.length === 0) return;
     const list = this.downTrackList;
-    if (list.length === 0) return;
+    const sinks = this.sinkList;
+    if (list.length === 0 && sinks.length === 0) return;
     const keyframe = this.kind === 'video' && isKeyframe(this.codecName, payload);
+    for (let i = 0; i < sinks.length; i++) sinks[i]!(rtp, keyframe);
+    if (list.length === 0) return;
     // Extensions are dropped: the publisher's ids mean nothing on the subscriber's session.
     const template = new RtpPacket(
       new RtpHeader({ marker: header.marker, payloadType: header.payloadType, sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, ssrc: header.ssrc }),
@@ -119,5 +135,6 @@ export class PublishedTrack {
     this.unsubscribe();
     this.downTracks.clear();
     this.downTrackList = [];
+    this.sinkList = [];
   }
 }

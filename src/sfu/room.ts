@@ -7,7 +7,13 @@ import type { Participant } from './participant.ts';
 import type { PublishedTrack } from './published-track.ts';
 
 interface RoomEvents extends Record<string, unknown[]> {
+  participantJoined: [Participant];
   closed: [];
+}
+
+export interface RoomOptions {
+  /** End-to-end encrypted: fixed at creation; such a room is never recorded. */
+  e2ee: boolean;
 }
 
 /**
@@ -20,15 +26,18 @@ export class Room extends TypedEmitter<RoomEvents> {
   readonly sid = `RM_${randomBytes(6).toString('hex')}`;
   readonly createdAt = Date.now();
   readonly log: Logger;
+  readonly e2ee: boolean;
+  private _recording = false;
   private readonly maxParticipants: number;
   private readonly emptyTimeoutMs: number;
   private readonly participants = new Map<string, Participant>();
   private emptyTimer: NodeJS.Timeout | undefined;
   private _closed = false;
 
-  constructor(name: string, opts: { maxParticipants: number; emptyTimeoutMs: number; log: Logger }) {
+  constructor(name: string, opts: RoomOptions & { maxParticipants: number; emptyTimeoutMs: number; log: Logger }) {
     super();
     this.name = name;
+    this.e2ee = opts.e2ee;
     this.maxParticipants = opts.maxParticipants;
     this.emptyTimeoutMs = opts.emptyTimeoutMs;
     this.log = opts.log.child({ room: name });
@@ -37,6 +46,17 @@ export class Room extends TypedEmitter<RoomEvents> {
 
   get closed(): boolean {
     return this._closed;
+  }
+
+  get recording(): boolean {
+    return this._recording;
+  }
+
+  /** Told by the recording manager; every participant hears it. */
+  setRecording(active: boolean): void {
+    if (this._recording === active) return;
+    this._recording = active;
+    this.broadcast({ type: 'recording_status', active });
   }
 
   get size(): number {
@@ -64,10 +84,12 @@ export class Room extends TypedEmitter<RoomEvents> {
   }
 
   /** The room as `exceptSid` sees it. */
-  infoFor(exceptSid?: string): { name: string; sid: string; participants: ParticipantInfo[] } {
+  infoFor(exceptSid?: string): { name: string; sid: string; e2ee: boolean; recording: boolean; participants: ParticipantInfo[] } {
     return {
       name: this.name,
       sid: this.sid,
+      e2ee: this.e2ee,
+      recording: this._recording,
       participants: this.all()
         .filter((p) => p.sid !== exceptSid && !p.hidden)
         .map((p) => p.info()),
@@ -95,6 +117,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     p.on('closed', (reason) => this.onParticipantClosed(p, reason));
     if (!p.hidden) this.broadcast({ type: 'participant_joined', participant: p.info() }, p.sid);
     for (const track of this.tracks(p.sid)) p.subscribe(track);
+    this.emit('participantJoined', p);
     this.log.info({ participant: p.identity, participantSid: p.sid, kind: p.kind, size: this.participants.size }, 'participant joined');
   }
 

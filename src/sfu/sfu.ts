@@ -4,7 +4,7 @@ import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
 import { MediaStats } from './media-stats.ts';
 import { Participant, type ParticipantKind } from './participant.ts';
-import { Room } from './room.ts';
+import { Room, type RoomOptions } from './room.ts';
 
 /**
  * The media engine's root: owns every room. Rooms are created on first join and close
@@ -40,12 +40,19 @@ export class Sfu {
     return this.rooms.get(name);
   }
 
-  getOrCreateRoom(name: string): Room {
+  /** The room's mode is fixed by whoever creates it; asking for the other mode later is refused. */
+  getOrCreateRoom(name: string, opts: Partial<RoomOptions> = {}): Room {
     if (this.closed) throw new AppError('SHUTTING_DOWN', 'server is shutting down');
     const existing = this.rooms.get(name);
-    if (existing !== undefined) return existing;
+    if (existing !== undefined) {
+      if (opts.e2ee !== undefined && opts.e2ee !== existing.e2ee) {
+        throw new AppError('E2EE_MODE_MISMATCH', `room "${name}" is ${existing.e2ee ? '' : 'not '}end-to-end encrypted`);
+      }
+      return existing;
+    }
     if (this.rooms.size >= this.config.limits.maxRooms) throw new AppError('TOO_MANY_ROOMS', 'room limit reached on this server');
     const room = new Room(name, {
+      e2ee: opts.e2ee ?? false,
       maxParticipants: this.config.limits.maxParticipants,
       emptyTimeoutMs: this.config.limits.emptyRoomTimeoutMs,
       log: this.log,
@@ -62,8 +69,11 @@ export class Sfu {
    * Puts a new participant in a room. An identity already present is replaced (the old
    * session is told `replaced`), as a user who opens the call again expects.
    */
-  join(roomName: string, opts: { identity: string; name: string; grants: ReadonlySet<Grant>; kind: ParticipantKind }): { room: Room; participant: Participant } {
-    const room = this.getOrCreateRoom(roomName);
+  join(
+    roomName: string,
+    opts: { identity: string; name: string; grants: ReadonlySet<Grant>; kind: ParticipantKind; e2ee?: boolean },
+  ): { room: Room; participant: Participant } {
+    const room = this.getOrCreateRoom(roomName, { e2ee: opts.e2ee });
     const previous = room.byIdentity(opts.identity);
     if (previous !== undefined) {
       previous.send({ type: 'left', reason: 'replaced' });

@@ -44,6 +44,7 @@ export const ClientMessage = z.discriminatedUnion('type', [
     name: z.string().max(128).optional(),
   }),
   z.object({ type: z.literal('mute'), id: RequestId, trackSid: z.string().min(1).max(64), muted: z.boolean() }),
+  z.object({ type: z.literal('recording'), id: RequestId, active: z.boolean() }),
   z.object({ type: z.literal('leave'), id: RequestId }),
   z.object({ type: z.literal('ping'), id: RequestId, t: z.number().optional() }),
 ]);
@@ -82,7 +83,7 @@ export type ServerMessage =
       protocol: number;
       resumed: boolean;
       participant: ParticipantInfo;
-      room: { name: string; sid: string; participants: ParticipantInfo[] };
+      room: { name: string; sid: string; e2ee: boolean; recording: boolean; participants: ParticipantInfo[] };
       iceServers: IceServerInfo[];
       codecs: string[];
     }
@@ -102,6 +103,7 @@ export type ServerMessage =
   | { type: 'track_published'; participantSid: string; identity: string; track: TrackInfo }
   | { type: 'track_unpublished'; participantSid: string; identity: string; trackSid: string }
   | { type: 'track_muted'; participantSid: string; identity: string; trackSid: string; muted: boolean }
+  | { type: 'recording_status'; active: boolean }
   | { type: 'left'; reason: LeaveReason }
   | { type: 'error'; id?: string | number; code: string; message: string };
 

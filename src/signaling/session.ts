@@ -5,6 +5,7 @@ import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
 import { iceServersFor } from '../auth/ice-servers.ts';
 import type { Participant } from '../sfu/participant.ts';
+import type { RecordingManager } from '../recording/recording-manager.ts';
 import type { Sfu } from '../sfu/sfu.ts';
 import { CLIENT_MESSAGE_TYPES, ClientMessage, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
 
@@ -12,6 +13,14 @@ import { CLIENT_MESSAGE_TYPES, ClientMessage, PROTOCOL_VERSION, type ServerMessa
 export const KEEPALIVE_INTERVAL_MS = 15_000;
 
 type RequestId = string | number | undefined;
+
+export interface SessionDeps {
+  sfu: Sfu;
+  tokens: TokenService;
+  config: Config;
+  recordings: RecordingManager;
+  log: Logger;
+}
 
 /**
  * One WebSocket connection: validates each message, runs them in arrival order (an offer
@@ -23,8 +32,10 @@ export class SignalingSession {
   private readonly sfu: Sfu;
   private readonly tokens: TokenService;
   private readonly config: Config;
+  private readonly recordings: RecordingManager;
   private log: Logger;
   private participant: Participant | undefined;
+  private roomName: string | undefined;
   private readonly onSignal = (msg: ServerMessage) => this.send(msg);
   private readonly onParticipantClosed = () => this.ws.close(1000, 'left');
   private queue: Promise<void> = Promise.resolve();
@@ -33,8 +44,9 @@ export class SignalingSession {
   private closed = false;
   private leaving = false;
 
-  constructor(ws: WebSocket, deps: { sfu: Sfu; tokens: TokenService; config: Config; log: Logger }) {
+  constructor(ws: WebSocket, deps: SessionDeps) {
     this.ws = ws;
+    this.recordings = deps.recordings;
     this.sfu = deps.sfu;
     this.tokens = deps.tokens;
     this.config = deps.config;
@@ -121,6 +133,12 @@ export class SignalingSession {
       case 'mute':
         p.setMuted(msg.trackSid, msg.muted);
         return this.ack(msg.id);
+      case 'recording': {
+        if (!p.grants.has('record')) throw new AppError('FORBIDDEN', 'token lacks the "record" grant');
+        const room = this.sfu.getRoom(this.roomName!);
+        await (msg.active ? this.recordings.start(room.name) : this.recordings.stop(room.name));
+        return this.ack(msg.id);
+      }
       case 'leave':
         this.leaving = true;
         this.send({ type: 'left', reason: 'client_left' });
@@ -154,9 +172,11 @@ export class SignalingSession {
         name: msg.name ?? token.name ?? token.identity,
         grants: token.grants,
         kind: 'ws',
+        e2ee: token.e2ee,
       }).participant;
     }
     this.participant = participant;
+    this.roomName = token.room;
     this.log = participant.log;
     const room = this.sfu.getRoom(token.room);
     this.send({

@@ -1,14 +1,10 @@
 import type { FastifyInstance } from 'fastify';
-import type { TokenService } from '../auth/tokens.ts';
-import type { Logger } from '../common/logger.ts';
-import type { Config } from '../config.ts';
-import type { Sfu } from '../sfu/sfu.ts';
-import { SignalingSession } from './session.ts';
+import { type SessionDeps, SignalingSession } from './session.ts';
 
 export const SIGNALING_PATH = '/video/ws';
 
 /** Mounts the WebSocket endpoint; returns the set of live sessions so shutdown can close them. */
-export function signalingRoute(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; config: Config; log: Logger }): Set<SignalingSession> {
+export function signalingRoute(app: FastifyInstance, deps: SessionDeps): Set<SignalingSession> {
   const sessions = new Set<SignalingSession>();
   app.get(SIGNALING_PATH, { websocket: true }, (socket) => {
     const session = new SignalingSession(socket, deps);
