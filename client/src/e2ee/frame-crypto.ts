@@ -63,7 +63,7 @@ export class DecryptError extends Error {
   }
 }
 
-export async function encryptFrame(frame: Uint8Array, clear: number, key: FrameKey, keyIndex: number): Promise<Uint8Array<ArrayBuffer>> {
+export async function encryptFrame(frame: Uint8Array<ArrayBuffer>, clear: number, key: FrameKey, keyIndex: number): Promise<Uint8Array<ArrayBuffer>> {
   const header = frame.subarray(0, Math.min(clear, frame.length));
   const iv = crypto.getRandomValues(new Uint8Array(IV_LENGTH));
   const sealed = new Uint8Array(await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: header }, key, frame.subarray(header.length)));
@@ -76,7 +76,7 @@ export async function encryptFrame(frame: Uint8Array, clear: number, key: FrameK
   return out;
 }
 
-export async function decryptFrame(frame: Uint8Array, clear: number, keys: ReadonlyMap<number, FrameKey>): Promise<Uint8Array<ArrayBuffer>> {
+export async function decryptFrame(frame: Uint8Array<ArrayBuffer>, clear: number, keys: ReadonlyMap<number, FrameKey>): Promise<Uint8Array<ArrayBuffer>> {
   if (frame.length < clear + 16 + TRAILER_LENGTH || frame[frame.length - 2] !== IV_LENGTH) throw new DecryptError('too-short');
   const keyIndex = frame[frame.length - 1]!;
   const key = keys.get(keyIndex);
