@@ -5,8 +5,10 @@ import { AppError, errorBody, toAppError } from './common/errors.ts';
 import { createLogger, type Logger } from './common/logger.ts';
 import type { Config } from './config.ts';
 import { createMetrics } from './http/metrics.ts';
+import { mediaRoutes } from './http/routes/media.ts';
 import { opsRoutes } from './http/routes/ops.ts';
 import { recordingRoutes } from './http/routes/recordings.ts';
+import { webRoutes } from './http/routes/web.ts';
 import { RecordingManager } from './recording/recording-manager.ts';
 import { Sfu } from './sfu/sfu.ts';
 import { SIGNALING_PATH, signalingRoute } from './signaling/ws-route.ts';
@@ -46,8 +48,10 @@ export async function startService(config: Config, opts: { log?: Logger } = {}):
 
   await app.register(websocket, { options: { maxPayload: config.limits.maxMessageBytes * 4 } });
   opsRoutes(app, { sfu, tokens, metrics, config });
+  mediaRoutes(app, { sfu, tokens, config });
   recordingRoutes(app, { sfu, tokens, recordings });
   const sessions = signalingRoute(app, { sfu, tokens, config, recordings, log });
+  await webRoutes(app, { log });
 
   await app.listen({ host: config.http.host, port: config.http.port });
   const addr = app.server.address();

@@ -1,0 +1,401 @@
+import { randomBytes } from 'node:crypto';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { iceServersFor } from '../../auth/ice-servers.ts';
+import { requireGrant, requireRoom, type AccessToken, type Grant, type TokenService } from '../../auth/tokens.ts';
+import { AppError } from '../../common/errors.ts';
+import type { Config } from '../../config.ts';
+import type { Participant, ParticipantKind } from '../../sfu/participant.ts';
+import type { PublishedTrack } from '../../sfu/published-track.ts';
+import type { Room } from '../../sfu/room.ts';
+import { assertPlausibleSdp, receives, sends, type MediaSection } from '../../sfu/sdp.ts';
+import type { Sfu } from '../../sfu/sfu.ts';
+import { IceCandidateInit } from '../../signaling/messages.ts';
+import { authenticate } from '../auth.ts';
+
+/**
+ * Media over plain HTTP, one PeerConnection per session, negotiated by a single offer/answer
+ * (no server-initiated renegotiation: docs/http-api.md):
+ *
+ * - the seed API: POST /video/signal, /video/ice, /video/leave (JSON);
+ * - WHIP (RFC 9725): POST /whip/:room publishes into a room as a participant;
+ * - WHEP: POST /whep/:room/:identity plays one participant's audio and video.
+ *
+ * WHIP/WHEP sessions are HTTP resources (Location), trickled with PATCH
+ * (application/trickle-ice-sdpfrag) and ended with DELETE, by the token identity that made
+ * them (or an admin). Those routes send CORS headers and answer preflights.
+ */
+
+const SDP_TYPE = 'application/sdp';
+const SDPFRAG_TYPE = 'application/trickle-ice-sdpfrag';
+const MAX_SDP = 128 * 1024;
+
+const Name = z.string().min(1).max(128);
+const SdpText = z.string().min(1).max(MAX_SDP);
+
+const SignalBody = z.object({
+  room_id: Name,
+  peer_id: Name,
+  /** An SDP string, or the seed's SessionDescription object `{type, sdp}`. */
+  sdp: z.union([SdpText, z.object({ type: z.string().max(32), sdp: SdpText })]),
+  type: z.string().max(32).optional(),
+});
+
+const IceBody = z.object({
+  room_id: Name,
+  peer_id: Name,
+  /** An RTCIceCandidateInit, a bare candidate line, or null / "" (end of candidates). */
+  candidate: z.union([IceCandidateInit, z.string().max(1024)]).nullable(),
+});
+
+const LeaveBody = z.object({ room_id: Name, peer_id: Name });
+
+/** Same check RtcTransport applies; repeated here to tell garbage from an unusable candidate. */
+const CANDIDATE_LINE = /^(a=)?candidate:\S+ \d+ (udp|tcp) \d+ \S+ \d+ typ \w+/i;
+
+const CORS_HEADERS = {
+  'access-control-allow-origin': '*',
+  'access-control-expose-headers': 'Location, ETag, Link, Accept-Post, Accept-Patch',
+};
+const CORS_ALLOW_HEADERS = 'Authorization, Content-Type, If-Match';
+const CORS_MAX_AGE = '86400';
+
+type ResourceKind = 'whip' | 'whep';
+
+/** A live WHIP or WHEP session, by participant sid. */
+interface Resource {
+  kind: ResourceKind;
+  room: string;
+  participant: Participant;
+  /** Token identity that created it: only it (or an admin) may PATCH or DELETE it. */
+  owner: string;
+  /** WHEP: identity of the participant being played. */
+  target?: string;
+  /** ICE username fragment of the client's offer: a PATCH with another one is an ICE restart. */
+  ufrag: string | undefined;
+  etag: string;
+}
+
+function zodMessage(err: z.ZodError): string {
+  return err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
+}
+
+function parse<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
+  const r = schema.safeParse(body);
+  if (!r.success) throw new AppError('VALIDATION_FAILED', zodMessage(r.error));
+  return r.data;
+}
+
+function mediaTypeOf(req: FastifyRequest): string {
+  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+}
+
+function requireContentType(req: FastifyRequest, type: string): string {
+  const got = mediaTypeOf(req);
+  if (got !== type) {
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Content-Type must be ${type}${got === '' ? '' : `, not ${got}`}`);
+  }
+  if (typeof req.body !== 'string') throw new AppError('BAD_REQUEST', 'request body is missing');
+  return req.body;
+}
+
+/** A bearer may act for `peerId` if it is the token's identity, or with the admin grant. */
+function requireSelf(token: AccessToken, peerId: string): void {
+  if (token.identity !== peerId && !token.grants.has('admin')) {
+    throw new AppError('FORBIDDEN', `token identity "${token.identity}" may not act for peer "${peerId}"`);
+  }
+}
+
+function quote(v: string): string {
+  return `"${v.replaceAll('\\', '\\\\').replaceAll('"', '\\"')}"`;
+}
+
+/** RFC 9725 §4.6: one `Link: <uri>; rel="ice-server"` per STUN/TURN URL, credentials as attributes. */
+function iceServerLinks(config: Config, identity: string): string[] {
+  const links: string[] = [];
+  for (const s of iceServersFor(config.ice, identity)) {
+    for (const url of s.urls) {
+      let link = `<${url}>; rel="ice-server"`;
+      if (s.username !== undefined && s.credential !== undefined) {
+        link += `; username=${quote(s.username)}; credential=${quote(s.credential)}; credential-type="password"`;
+      }
+      links.push(link);
+    }
+  }
+  return links;
+}
+
+function firstUfrag(sdp: string): string | undefined {
+  return /^a=ice-ufrag:(\S+)/m.exec(sdp)?.[1];
+}
+
+function candidateInit(c: z.infer<typeof IceBody>['candidate']): IceCandidateInit | null {
+  if (c === null) return null;
+  if (typeof c === 'string') return c === '' ? null : { candidate: c, sdpMid: null, sdpMLineIndex: 0 };
+  // Every m-line shares one transport (max-bundle): without a locator, the first one is meant.
+  if ((c.sdpMid === undefined || c.sdpMid === null) && (c.sdpMLineIndex === undefined || c.sdpMLineIndex === null)) {
+    return { ...c, sdpMLineIndex: 0 };
+  }
+  return c;
+}
+
+/** What a `application/trickle-ice-sdpfrag` body (RFC 8840) carries that we act on. */
+interface SdpFrag {
+  ufrag: string | undefined;
+  pwd: string | undefined;
+  candidates: string[];
+  endOfCandidates: boolean;
+}
+
+function parseSdpFrag(body: string): SdpFrag {
+  const frag: SdpFrag = { ufrag: undefined, pwd: undefined, candidates: [], endOfCandidates: false };
+  for (const raw of body.split(/\r?\n/)) {
+    const line = raw.trim();
+    if (line === '') continue;
+    if (line.startsWith('a=ice-ufrag:')) frag.ufrag = line.slice(12);
+    else if (line.startsWith('a=ice-pwd:')) frag.pwd = line.slice(10);
+    else if (line === 'a=end-of-candidates') frag.endOfCandidates = true;
+    else if (line.startsWith('a=candidate:')) {
+      if (!CANDIDATE_LINE.test(line)) throw new AppError('INVALID_CANDIDATE', `not a valid candidate line: ${line.slice(0, 120)}`);
+      frag.candidates.push(line.slice(2));
+    } else if (!/^[a-z]=/.test(line)) {
+      throw new AppError('BAD_REQUEST', `not an SDP fragment line: ${line.slice(0, 120)}`);
+    }
+    // m=, a=mid:, a=ice-options: and anything else are allowed and ignored: one bundled transport.
+  }
+  return frag;
+}
+
+function audioVideo(sections: MediaSection[]): MediaSection[] {
+  return sections.filter((s) => (s.kind === 'audio' || s.kind === 'video') && !s.stopped);
+}
+
+export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; config: Config }): void {
+  const { sfu, tokens, config } = deps;
+  const resources = new Map<string, Resource>();
+
+  /**
+   * Joins `identity` to `room` and negotiates its one PeerConnection; on any failure the
+   * participant is closed again, so a refused offer leaves nothing behind.
+   */
+  async function joinAndAnswer(
+    room: string,
+    opts: { identity: string; name: string; token: AccessToken; grants: AccessToken['grants']; kind: ParticipantKind },
+    sdp: string,
+    subscribeTo: (p: Participant, room: Room) => readonly PublishedTrack[],
+  ): Promise<{ participant: Participant; answer: string }> {
+    // No await between this check and the join: two requests cannot both pass it.
+    if (sfu.findRoom(room)?.byIdentity(opts.identity) !== undefined) {
+      throw new AppError('CONFLICT', `"${opts.identity}" is already in room "${room}"; leave first (DELETE the session or POST /video/leave)`);
+    }
+    const joined = sfu.join(room, { identity: opts.identity, name: opts.name, grants: opts.grants, kind: opts.kind, e2ee: opts.token.e2ee });
+    const participant = joined.participant;
+    try {
+      const answer = await participant.handleCombinedOffer(sdp, subscribeTo(participant, joined.room));
+      return { participant, answer };
+    } catch (err) {
+      participant.close('connection_failed');
+      throw err;
+    }
+  }
+
+  function addResource(r: Resource): void {
+    resources.set(r.participant.sid, r);
+    r.participant.once('closed', () => resources.delete(r.participant.sid));
+  }
+
+  /** The live session `sid` of this kind in `room`, or PEER_NOT_FOUND; then the ownership check. */
+  function resourceFor(token: AccessToken, kind: ResourceKind, room: string, sid: string, target?: string): Resource {
+    requireRoom(token, room);
+    const r = resources.get(sid);
+    if (r === undefined || r.kind !== kind || r.room !== room || r.participant.closed || (target !== undefined && r.target !== target)) {
+      throw new AppError('PEER_NOT_FOUND', `no ${kind.toUpperCase()} session "${sid}" in room "${room}"`);
+    }
+    if (r.owner !== token.identity && !token.grants.has('admin')) {
+      throw new AppError('FORBIDDEN', `session "${sid}" belongs to another identity`);
+    }
+    return r;
+  }
+
+  function sendCreated(reply: FastifyReply, r: Resource, location: string, answer: string, identity: string): FastifyReply {
+    reply.status(201).header('content-type', SDP_TYPE).header('location', location).header('etag', r.etag);
+    const links = iceServerLinks(config, identity);
+    if (links.length > 0) reply.header('link', links);
+    return reply.send(answer);
+  }
+
+  async function patchResource(req: FastifyRequest, r: Resource): Promise<void> {
+    const frag = parseSdpFrag(requireContentType(req, SDPFRAG_TYPE));
+    const ifMatch = req.headers['if-match'];
+    const restart = ifMatch === '*' || (frag.ufrag !== undefined && frag.ufrag !== r.ufrag);
+    if (restart) {
+      // RFC 9725 lets a session refuse an ICE restart, as long as the current ICE session is kept.
+      throw new AppError('BAD_REQUEST', 'ICE restarts are not supported: DELETE this session and POST a new offer');
+    }
+    for (const candidate of frag.candidates) {
+      try {
+        await r.participant.addCandidate('publisher', { candidate, sdpMid: null, sdpMLineIndex: 0, usernameFragment: frag.ufrag ?? null });
+      } catch (err) {
+        // RFC 9725 §4.3.1: a candidate the session cannot use is discarded, the rest still apply.
+        if (!(err instanceof AppError) || err.code !== 'INVALID_CANDIDATE') throw err;
+        r.participant.log.debug({ candidate, err: err.message }, 'trickled candidate discarded');
+      }
+    }
+    if (frag.endOfCandidates) await r.participant.addCandidate('publisher', null);
+  }
+
+  // Scoped so the SDP parsers and CORS hooks apply to these routes only.
+  void app.register(async (scope) => {
+    scope.addContentTypeParser([SDP_TYPE, SDPFRAG_TYPE], { parseAs: 'string', bodyLimit: config.limits.maxMessageBytes }, (_req, body, done) => {
+      done(null, body);
+    });
+
+    // ---- the seed API ------------------------------------------------------------------
+
+    scope.post('/video/signal', async (req) => {
+      const token = await authenticate(tokens, req);
+      const body = parse(SignalBody, req.body);
+      const sdp = typeof body.sdp === 'string' ? body.sdp : body.sdp.sdp;
+      const types = [body.type, typeof body.sdp === 'string' ? undefined : body.sdp.type].filter((t) => t !== undefined);
+      if (types.length === 0) throw new AppError('VALIDATION_FAILED', 'type: required ("offer")');
+      if (types.some((t) => t !== 'offer')) {
+        throw new AppError('VALIDATION_FAILED', `type: only "offer" is accepted (the server answers), got "${types.find((t) => t !== 'offer')}"`);
+      }
+      requireRoom(token, body.room_id);
+      if (!token.grants.has('publish') && !token.grants.has('subscribe')) {
+        throw new AppError('FORBIDDEN', 'token lacks the "publish" and "subscribe" grants');
+      }
+      requireSelf(token, body.peer_id);
+      const { participant, answer } = await joinAndAnswer(
+        body.room_id,
+        { identity: body.peer_id, name: token.name ?? body.peer_id, token, grants: token.grants, kind: 'http' },
+        sdp,
+        (p, room) => room.tracks(p.sid),
+      );
+      return { sdp: { type: 'answer', sdp: answer }, peer_id: participant.identity, participant_sid: participant.sid };
+    });
+
+    /** The seed API's participant `peerId` in `roomId` (only HTTP sessions are reachable here). */
+    const httpPeer = (roomId: string, peerId: string): Participant => {
+      const p = sfu.getRoom(roomId).byIdentity(peerId);
+      if (p === undefined || p.kind !== 'http' || p.closed) throw new AppError('PEER_NOT_FOUND', `no HTTP session for peer "${peerId}" in room "${roomId}"`);
+      return p;
+    };
+
+    scope.post('/video/ice', async (req) => {
+      const token = await authenticate(tokens, req);
+      const body = parse(IceBody, req.body);
+      requireRoom(token, body.room_id);
+      requireSelf(token, body.peer_id);
+      await httpPeer(body.room_id, body.peer_id).addCandidate('publisher', candidateInit(body.candidate));
+      return { status: 'ok' };
+    });
+
+    scope.post('/video/leave', async (req) => {
+      const token = await authenticate(tokens, req);
+      const body = parse(LeaveBody, req.body);
+      requireRoom(token, body.room_id);
+      requireSelf(token, body.peer_id);
+      httpPeer(body.room_id, body.peer_id).close('client_left');
+      return { status: 'ok' };
+    });
+
+    // ---- WHIP / WHEP -------------------------------------------------------------------
+
+    const cors = async (_req: FastifyRequest, reply: FastifyReply) => {
+      reply.headers(CORS_HEADERS);
+    };
+    const preflight = (methods: string, extra: Record<string, string>) => async (_req: FastifyRequest, reply: FastifyReply) => {
+      reply
+        .status(204)
+        .headers(CORS_HEADERS)
+        .headers({
+          'access-control-allow-methods': methods,
+          'access-control-allow-headers': CORS_ALLOW_HEADERS,
+          'access-control-max-age': CORS_MAX_AGE,
+          ...extra,
+        });
+      return reply.send();
+    };
+
+    scope.options('/whip/:room', preflight('POST, OPTIONS', { 'accept-post': SDP_TYPE }));
+    scope.options('/whip/:room/:sid', preflight('PATCH, DELETE, OPTIONS', { 'accept-patch': SDPFRAG_TYPE }));
+    scope.options('/whep/:room/:identity', preflight('POST, OPTIONS', { 'accept-post': SDP_TYPE }));
+    scope.options('/whep/:room/:identity/:sid', preflight('PATCH, DELETE, OPTIONS', { 'accept-patch': SDPFRAG_TYPE }));
+
+    scope.post<{ Params: { room: string } }>('/whip/:room', { onRequest: cors }, async (req, reply) => {
+      const token = await authenticate(tokens, req);
+      const offer = requireContentType(req, SDP_TYPE);
+      const room = req.params.room;
+      requireRoom(token, room);
+      requireGrant(token, 'publish');
+      const sections = audioVideo(assertPlausibleSdp(offer));
+      if (!sections.some((s) => sends(s.direction))) throw new AppError('INVALID_SDP', 'a WHIP offer must send at least one audio or video track');
+      const { participant, answer } = await joinAndAnswer(
+        room,
+        { identity: token.identity, name: token.name ?? token.identity, token, grants: token.grants, kind: 'whip' },
+        offer,
+        () => [],
+      );
+      const r: Resource = { kind: 'whip', room, participant, owner: token.identity, ufrag: firstUfrag(offer), etag: `"${participant.sid}"` };
+      addResource(r);
+      return sendCreated(reply, r, `/whip/${encodeURIComponent(room)}/${participant.sid}`, answer, token.identity);
+    });
+
+    scope.patch<{ Params: { room: string; sid: string } }>('/whip/:room/:sid', { onRequest: cors }, async (req, reply) => {
+      const token = await authenticate(tokens, req);
+      await patchResource(req, resourceFor(token, 'whip', req.params.room, req.params.sid));
+      return reply.status(204).send();
+    });
+
+    scope.delete<{ Params: { room: string; sid: string } }>('/whip/:room/:sid', { onRequest: cors }, async (req, reply) => {
+      const token = await authenticate(tokens, req);
+      resourceFor(token, 'whip', req.params.room, req.params.sid).participant.close('client_left');
+      return reply.status(200).send();
+    });
+
+    scope.post<{ Params: { room: string; identity: string } }>('/whep/:room/:identity', { onRequest: cors }, async (req, reply) => {
+      const token = await authenticate(tokens, req);
+      const offer = requireContentType(req, SDP_TYPE);
+      const { room: roomName, identity } = req.params;
+      requireRoom(token, roomName);
+      requireGrant(token, 'subscribe');
+      const sections = audioVideo(assertPlausibleSdp(offer));
+      if (sections.some((s) => sends(s.direction))) throw new AppError('INVALID_SDP', 'a WHEP offer must only receive (a=recvonly)');
+      if (!sections.some((s) => receives(s.direction))) throw new AppError('INVALID_SDP', 'a WHEP offer must receive audio or video');
+      const target = sfu.getRoom(roomName).byIdentity(identity);
+      if (target === undefined || target.hidden || target.closed) throw new AppError('PEER_NOT_FOUND', `no participant "${identity}" in room "${roomName}"`);
+      if (target.published.size === 0) throw new AppError('CONFLICT', `"${identity}" publishes nothing yet; try again once it does`);
+      const { participant, answer } = await joinAndAnswer(
+        roomName,
+        // The player's own identity may be in the room already (a viewer of their own call).
+        { identity: `whep-${randomBytes(6).toString('hex')}`, name: token.name ?? token.identity, token, grants: new Set<Grant>(['subscribe']), kind: 'whep' },
+        offer,
+        () => [...target.published.values()],
+      );
+      // Nothing new can reach this session (no renegotiation): it ends with the participant it plays.
+      if (target.closed) {
+        participant.close('client_left');
+        throw new AppError('PEER_NOT_FOUND', `"${identity}" left room "${roomName}"`);
+      }
+      const endWithTarget = () => participant.close('client_left');
+      target.once('closed', endWithTarget);
+      participant.once('closed', () => target.off('closed', endWithTarget));
+      const r: Resource = { kind: 'whep', room: roomName, participant, owner: token.identity, target: identity, ufrag: firstUfrag(offer), etag: `"${participant.sid}"` };
+      addResource(r);
+      return sendCreated(reply, r, `/whep/${encodeURIComponent(roomName)}/${encodeURIComponent(identity)}/${participant.sid}`, answer, token.identity);
+    });
+
+    scope.patch<{ Params: { room: string; identity: string; sid: string } }>('/whep/:room/:identity/:sid', { onRequest: cors }, async (req, reply) => {
+      const token = await authenticate(tokens, req);
+      await patchResource(req, resourceFor(token, 'whep', req.params.room, req.params.sid, req.params.identity));
+      return reply.status(204).send();
+    });
+
+    scope.delete<{ Params: { room: string; identity: string; sid: string } }>('/whep/:room/:identity/:sid', { onRequest: cors }, async (req, reply) => {
+      const token = await authenticate(tokens, req);
+      resourceFor(token, 'whep', req.params.room, req.params.sid, req.params.identity).participant.close('client_left');
+      return reply.status(200).send();
+    });
+  });
+}

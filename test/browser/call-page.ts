@@ -1,0 +1,136 @@
+/**
+ * Drives the call page (web/) in headless Chromium for test/browser.test.ts and
+ * bench/join-time.ts: launches Debian's chromium with a fake camera and microphone, opens
+ * one page per participant (each in a fresh browser context: its own profile state), and
+ * reads the page's test hook `window.__scv` (web/test-hook.ts).
+ */
+import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
+import type { ParticipantStats, TrackStats } from '../../client/stats.ts';
+import type { HookParticipant, ScvTestHook } from '../../web/test-hook.ts';
+
+export const CHROMIUM_PATH = process.env.SCV_CHROMIUM ?? '/usr/bin/chromium';
+
+/** Flags for a quiet, sandbox-free headless browser that may use loopback ICE and fake media. */
+export function chromiumArgs(opts: { denyMedia?: boolean } = {}): string[] {
+  return [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--use-fake-device-for-media-stream',
+    // "=deny" makes the fake permission prompt refuse instead of allow.
+    opts.denyMedia === true ? '--use-fake-ui-for-media-stream=deny' : '--use-fake-ui-for-media-stream',
+    '--allow-loopback-in-peer-connection',
+  ];
+}
+
+export function launchChromium(opts: { denyMedia?: boolean } = {}): Promise<Browser> {
+  return chromium.launch({ executablePath: CHROMIUM_PATH, args: chromiumArgs(opts) });
+}
+
+type Hooked = typeof globalThis & { __scv: ScvTestHook };
+
+export interface OpenOptions {
+  /** Service base URL, e.g. http://127.0.0.1:34567 */
+  baseUrl: string;
+  room: string;
+  name: string;
+  /** Extra query parameters (e.g. token). */
+  query?: Record<string, string>;
+  /** Join from the URL (`autojoin=1`) instead of leaving the form for a click. */
+  autojoin?: boolean;
+}
+
+/**
+ * One participant's tab. Its signaling WebSocket runs through Playwright's WebSocket
+ * routing so a test can cut it like a network drop would (`dropSignaling`).
+ */
+export class CallPage {
+  readonly page: Page;
+  readonly name: string;
+  private readonly context: BrowserContext;
+  private socket: { page: WebSocketRoute; server: WebSocketRoute } | undefined;
+  private blocked = false;
+  readonly errors: string[] = [];
+
+  private constructor(context: BrowserContext, page: Page, name: string) {
+    this.context = context;
+    this.page = page;
+    this.name = name;
+  }
+
+  static async open(browser: Browser, opts: OpenOptions): Promise<CallPage> {
+    const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    const page = await context.newPage();
+    const call = new CallPage(context, page, opts.name);
+    page.on('pageerror', (err) => call.errors.push(err.message));
+    await page.routeWebSocket(/\/video\/ws$/, (ws) => {
+      if (call.blocked) {
+        ws.close({ code: 1011, reason: 'blocked by test' });
+        return;
+      }
+      call.socket = { page: ws, server: ws.connectToServer() };
+    });
+    const query = new URLSearchParams({ room: opts.room, name: opts.name, ...(opts.autojoin === false ? {} : { autojoin: '1' }), ...opts.query });
+    await page.goto(`${opts.baseUrl}/?${query}`);
+    return call;
+  }
+
+  /** Cuts the signaling socket on both ends, as a network drop would; `block` refuses new ones too. */
+  async dropSignaling(opts: { block?: boolean } = {}): Promise<void> {
+    this.blocked = opts.block === true;
+    const s = this.socket;
+    this.socket = undefined;
+    if (s === undefined) throw new Error(`${this.name} has no signaling socket to drop`);
+    await Promise.all([s.page.close({ code: 4000, reason: 'dropped by test' }), s.server.close({ code: 4000, reason: 'dropped by test' })]);
+  }
+
+  unblockSignaling(): void {
+    this.blocked = false;
+  }
+
+  state(): Promise<string> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.state());
+  }
+
+  states(): Promise<string[]> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.states());
+  }
+
+  localSid(): Promise<string | undefined> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.localSid());
+  }
+
+  participants(): Promise<HookParticipant[]> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.participants());
+  }
+
+  stats(): Promise<ParticipantStats[]> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.stats());
+  }
+
+  timings(): Promise<{ joinClicked: number | undefined; firstRemoteFrame: number | undefined }> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.timings());
+  }
+
+  /** What we receive of the participant named `name` (by display name), per kind. */
+  async received(name: string): Promise<{ video: TrackStats | undefined; audio: TrackStats | undefined }> {
+    const [stats, people] = await Promise.all([this.stats(), this.participants()]);
+    const sid = people.find((p) => p.name === name)?.sid;
+    const s = stats.find((x) => !x.local && x.participantSid === sid);
+    return { video: s?.tracks.find((t) => t.kind === 'video'), audio: s?.tracks.find((t) => t.kind === 'audio') };
+  }
+
+  /** What we send. */
+  async sent(): Promise<ParticipantStats | undefined> {
+    return (await this.stats()).find((s) => s.local);
+  }
+
+  /** Idempotent enough for `after` hooks: closing a closed context is a no-op. */
+  close(): Promise<void> {
+    return this.context.close();
+  }
+}

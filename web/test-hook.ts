@@ -1,0 +1,27 @@
+import type { ParticipantStats } from '../client/stats.ts';
+
+/**
+ * `window.__scv`: what the call page exposes for the browser tests (test/browser.test.ts)
+ * and the join-time benchmark (bench/join-time.ts) to read with `page.evaluate`. Plain
+ * data only, so Node-side code can import this type without the DOM library.
+ */
+export interface ScvTestHook {
+  /** The room's connection state, or `idle` when not in a call. */
+  state(): string;
+  /** Every state the current room went through, oldest first. */
+  states(): string[];
+  /** Our participant sid (it changes when a rejoin rebuilds the room). */
+  localSid(): string | undefined;
+  participants(): HookParticipant[];
+  /** The SDK's `room.getStats()`; empty when not in a call. */
+  stats(): Promise<ParticipantStats[]>;
+  /** `performance.now()` of the last Join click and of the first remote video frame after it. */
+  timings(): { joinClicked: number | undefined; firstRemoteFrame: number | undefined };
+}
+
+export interface HookParticipant {
+  sid: string;
+  identity: string;
+  name: string;
+  tracks: { sid: string; kind: 'audio' | 'video'; muted: boolean; subscribed: boolean }[];
+}
