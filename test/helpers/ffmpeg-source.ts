@@ -28,14 +28,15 @@ export class FfmpegSource {
       ports.push(sock.address().port);
       this.sockets.push(sock);
     }
-    const fps = opts.fps ?? 30;
+    // Small and slow enough to leave the two cores to the SFU under test.
+    const fps = opts.fps ?? 15;
     this.proc = spawn(
       'ffmpeg',
       [
         ...['-hide_banner', '-loglevel', 'error', '-re'],
-        ...['-f', 'lavfi', '-i', `testsrc2=size=640x480:rate=${fps}`],
+        ...['-f', 'lavfi', '-i', `testsrc2=size=320x240:rate=${fps}`],
         ...['-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000'],
-        ...['-map', '0:v', '-c:v', 'libvpx', '-deadline', 'realtime', '-cpu-used', '8', '-b:v', '600k', '-g', String(Math.round(fps / 2))],
+        ...['-map', '0:v', '-c:v', 'libvpx', '-deadline', 'realtime', '-cpu-used', '8', '-b:v', '300k', '-g', String(Math.round(fps / 2))],
         ...['-f', 'rtp', '-payload_type', '96', `rtp://127.0.0.1:${ports[0]}?pkt_size=1200`],
         ...['-map', '1:a', '-c:a', 'libopus', '-b:a', '48k', '-f', 'rtp', '-payload_type', '111', `rtp://127.0.0.1:${ports[1]}`],
       ],
