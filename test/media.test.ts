@@ -221,3 +221,41 @@ test('the same identity joining again replaces the old session', async () => {
   await Promise.all([first.close(), second.close({ leave: true })]);
 });
 
+
+test('RTCP: subscribers get sender reports, publishers get receiver reports', async () => {
+  const room = 'rtcp';
+  const pub = await svc.join('pub', room);
+  const sub = await svc.join('sub', room);
+  const [video] = await pub.publishTracks([{ kind: 'video' }]);
+  const rec = await sub.waitForTrackFrom('pub', 'video', { minPackets: 10 });
+  let senderReports = 0;
+  let receiverReports = 0;
+  const a = rec.transceiver.receiver.onRtcp.subscribe((p) => {
+    if (p.type === 200) senderReports++;
+  });
+  const b = video!.transceiver.sender.onRtcp.subscribe((p) => {
+    if (p.type === 201) receiverReports++;
+  });
+  await eventually(() => senderReports > 0 && receiverReports > 0, `SR (${senderReports}) and RR (${receiverReports})`, 10_000);
+  a.unSubscribe();
+  b.unSubscribe();
+  await Promise.all([pub.close({ leave: true }), sub.close({ leave: true })]);
+});
+
+test('a subscriber that stops reading does not hold back the others', async () => {
+  const room = 'slow';
+  const pub = await svc.join('pub', room);
+  const good = await svc.join('good', room);
+  const dead = await svc.join('dead', room);
+  await pub.publishTracks([{ kind: 'video', bitrateKbps: 1500 }]);
+  const rec = await good.waitForTrackFrom('pub', 'video', { minPackets: 30 });
+  await dead.waitForTrackFrom('pub', 'video', { minPackets: 30 });
+  // Its PeerConnections go silent, the server keeps sending into the void until it notices.
+  await dead.closePeerConnections();
+  const before = rec.packets;
+  const t0 = Date.now();
+  await good.waitForMorePackets(rec, 200, 10_000);
+  const rate = ((rec.packets - before) * 1000) / (Date.now() - t0);
+  assert.ok(rate > 50, `the good subscriber still receives (${rate.toFixed(0)} packets/s)`);
+  await Promise.all([pub.close({ leave: true }), good.close({ leave: true }), dead.close()]);
+});
