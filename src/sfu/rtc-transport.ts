@@ -6,7 +6,7 @@ import type { Config } from '../config.ts';
 import type { IceCandidateInit } from '../signaling/messages.ts';
 import { codecsFor, headerExtensions } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
-import { announceCandidate, announceSdp, assertPlausibleSdp, type MediaSection } from './sdp.ts';
+import { announceCandidate, announceSdp, assertPlausibleSdp, CANDIDATE_LINE, type MediaSection } from './sdp.ts';
 import { TwccFeedback } from './twcc-feedback.ts';
 
 export type TransportRole = 'publisher' | 'subscriber' | 'combined';
@@ -164,7 +164,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
 
   async addCandidate(candidate: IceCandidateInit | null): Promise<void> {
     if (this.closed) return;
-    if (candidate !== null && candidate.candidate !== '' && !/^(a=)?candidate:\S+ \d+ (udp|tcp) \d+ \S+ \d+ typ \w+/i.test(candidate.candidate)) {
+    if (candidate !== null && candidate.candidate !== '' && !CANDIDATE_LINE.test(candidate.candidate)) {
       throw new AppError('INVALID_CANDIDATE', 'ICE candidate is not a valid candidate line');
     }
     if (this.pc.remoteDescription === null) {

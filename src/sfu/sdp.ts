@@ -46,6 +46,9 @@ export function assertPlausibleSdp(sdp: string): MediaSection[] {
   return sections;
 }
 
+/** `candidate:<foundation> <component> <udp|tcp> <priority> <address> <port> typ <type> …`, with or without `a=`. */
+export const CANDIDATE_LINE = /^(a=)?candidate:\S+ \d+ (udp|tcp) \d+ \S+ \d+ typ \w+/i;
+
 export function sends(d: Direction): boolean {
   return d === 'sendrecv' || d === 'sendonly';
 }

@@ -8,7 +8,7 @@ import type { Config } from '../../config.ts';
 import type { Participant, ParticipantKind } from '../../sfu/participant.ts';
 import type { PublishedTrack } from '../../sfu/published-track.ts';
 import type { Room } from '../../sfu/room.ts';
-import { assertPlausibleSdp, receives, sends, type MediaSection } from '../../sfu/sdp.ts';
+import { assertPlausibleSdp, CANDIDATE_LINE, receives, sends, type MediaSection } from '../../sfu/sdp.ts';
 import type { Sfu } from '../../sfu/sfu.ts';
 import { IceCandidateInit } from '../../signaling/messages.ts';
 import { authenticate } from '../auth.ts';
@@ -50,8 +50,6 @@ const IceBody = z.object({
 
 const LeaveBody = z.object({ room_id: Name, peer_id: Name });
 
-/** Same check RtcTransport applies; repeated here to tell garbage from an unusable candidate. */
-const CANDIDATE_LINE = /^(a=)?candidate:\S+ \d+ (udp|tcp) \d+ \S+ \d+ typ \w+/i;
 
 const CORS_HEADERS = {
   'access-control-allow-origin': '*',
