@@ -1,6 +1,7 @@
 import { RtpHeader, RtpPacket, type RTCRtpTransceiver } from 'werift';
 import type { MediaStats } from './media-stats.ts';
 import type { PublishedTrack } from './published-track.ts';
+import { SeqUnwrapper } from './sequence.ts';
 
 const SEQ_MOD = 0x10000;
 
@@ -21,7 +22,8 @@ export class DownTrack {
   private sourceSsrc: number | undefined;
   private seqOffset = 0;
   private tsOffset = 0;
-  private startSeq = 0;
+  private unwrapper = new SeqUnwrapper();
+  private startExt = 0;
   private lastOutSeq = Math.floor(Math.random() * SEQ_MOD);
   private lastOutTs = Math.floor(Math.random() * 0x100000000);
   private started = false;
@@ -80,7 +82,7 @@ export class DownTrack {
         return;
       }
       this.rebase(inSeq, inTs);
-    } else if (((inSeq - this.startSeq + SEQ_MOD) & 0xffff) >= 0x8000) {
+    } else if (this.unwrapper.unwrap(inSeq) < this.startExt) {
       // Older than where this subscriber started: the subscriber never saw its frame.
       this.stats.packetsDropped++;
       return;
@@ -105,7 +107,8 @@ export class DownTrack {
     const tsStep = this.sentAny ? (this.track.kind === 'video' ? 3000 : 960) : 0;
     this.seqOffset = (this.lastOutSeq + 1 - inSeq + SEQ_MOD * 2) & 0xffff;
     this.tsOffset = (this.lastOutTs + tsStep - inTs) >>> 0;
-    this.startSeq = inSeq;
+    this.unwrapper = new SeqUnwrapper();
+    this.startExt = this.unwrapper.unwrap(inSeq);
     this.started = true;
     this.sentAny = true;
     this.needKeyframe = false;

@@ -5,6 +5,7 @@ import type { DownTrack } from './down-track.ts';
 import { isKeyframe } from './keyframe.ts';
 import { codecNameOf } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
+import { PaddingRemover } from './sequence.ts';
 
 /** At most one keyframe request upstream per this many ms, however many subscribers ask. */
 export const KEYFRAME_REQUEST_INTERVAL_MS = 500;
@@ -36,6 +37,7 @@ export class PublishedTrack {
   private sinkList: RtpSink[] = [];
   private readonly unsubscribe: () => void;
   private lastSsrc: number | undefined;
+  private padding = new PaddingRemover();
   private lastKeyframeRequest = 0;
   private closed = false;
 
@@ -100,9 +102,13 @@ export class PublishedTrack {
     const { header, payload } = rtp;
     this.stats.packetsReceived++;
     this.stats.bytesReceived += payload.length;
-    this.lastSsrc = header.ssrc;
-    // Padding-only probes carry nothing a subscriber can use.
-    if (payload.length === 0) return;
+    if (header.ssrc !== this.lastSsrc) {
+      this.lastSsrc = header.ssrc;
+      this.padding = new PaddingRemover();
+    }
+    // Padding-only probes carry nothing a subscriber can use; their numbers are closed up.
+    const sequenceNumber = this.padding.map(header.sequenceNumber, payload.length === 0);
+    if (sequenceNumber === undefined) return;
     const list = this.downTrackList;
     const sinks = this.sinkList;
     if (list.length === 0 && sinks.length === 0) return;
@@ -111,10 +117,10 @@ export class PublishedTrack {
     if (list.length === 0) return;
     // Extensions are dropped: the publisher's ids mean nothing on the subscriber's session.
     const template = new RtpPacket(
-      new RtpHeader({ marker: header.marker, payloadType: header.payloadType, sequenceNumber: header.sequenceNumber, timestamp: header.timestamp, ssrc: header.ssrc }),
+      new RtpHeader({ marker: header.marker, payloadType: header.payloadType, sequenceNumber, timestamp: header.timestamp, ssrc: header.ssrc }),
       payload,
     );
-    const { ssrc, sequenceNumber, timestamp } = header;
+    const { ssrc, timestamp } = header;
     for (let i = 0; i < list.length; i++) list[i]!.write(template, ssrc, sequenceNumber, timestamp, keyframe);
   }
 
