@@ -8,7 +8,7 @@ import { chromium, type Browser, type BrowserContext, type Page, type WebSocketR
 import type { ParticipantStats, TrackStats } from '../../client/stats.ts';
 import type { HookParticipant, ScvTestHook } from '../../web/test-hook.ts';
 
-export const CHROMIUM_PATH = process.env.SCV_CHROMIUM ?? '/usr/bin/chromium';
+export const CHROMIUM_PATH = process.env.TEST_CHROMIUM ?? '/usr/bin/chromium';
 
 /** Flags for a quiet, sandbox-free headless browser that may use loopback ICE and fake media. */
 export function chromiumArgs(opts: { denyMedia?: boolean } = {}): string[] {
