@@ -290,3 +290,15 @@ test('padding-only probe packets are not forwarded and leave no gap in the seque
   assert.equal(rec.packets, rec.verified, 'every packet the subscriber got is media');
   await Promise.all([pub.close({ leave: true }), sub.close({ leave: true })]);
 });
+
+test('a participant removed because its connection failed is told why', { timeout: 60_000 }, async () => {
+  const c = await svc.join('failing', 'told');
+  await c.publishTracks([{ kind: 'audio' }]);
+  await c.waitForConnectionState('publisher', 'connected');
+  // Media gone, socket still up: ICE consent expires on the server and the participant is removed.
+  await c.closePeerConnections();
+  const left = await c.waitForEvent('left', () => true, 45_000);
+  assert.equal(left.reason, 'connection_failed');
+  await c.waitForSocketClose(5_000);
+  await c.close();
+});

@@ -146,7 +146,6 @@ export class Room extends TypedEmitter<RoomEvents> {
     this._closed = true;
     clearTimeout(this.emptyTimer);
     for (const p of [...this.participants.values()]) {
-      p.send({ type: 'left', reason });
       p.close(reason);
     }
     this.participants.clear();

@@ -76,7 +76,6 @@ export class Sfu {
     const room = this.getOrCreateRoom(roomName, { e2ee: opts.e2ee });
     const previous = room.byIdentity(opts.identity);
     if (previous !== undefined) {
-      previous.send({ type: 'left', reason: 'replaced' });
       previous.close('replaced');
     }
     const participant = new Participant({

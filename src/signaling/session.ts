@@ -7,7 +7,7 @@ import { iceServersFor } from '../auth/ice-servers.ts';
 import type { Participant } from '../sfu/participant.ts';
 import type { RecordingManager } from '../recording/recording-manager.ts';
 import type { Sfu } from '../sfu/sfu.ts';
-import { CLIENT_MESSAGE_TYPES, ClientMessage, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
+import { CLIENT_MESSAGE_TYPES, ClientMessage, type LeaveReason, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
 
 /** WebSocket ping interval; a socket that misses two is dead. */
 export const KEEPALIVE_INTERVAL_MS = 15_000;
@@ -37,7 +37,11 @@ export class SignalingSession {
   private participant: Participant | undefined;
   private roomName: string | undefined;
   private readonly onSignal = (msg: ServerMessage) => this.send(msg);
-  private readonly onParticipantClosed = () => this.ws.close(1000, 'left');
+  /** Whatever ends the participant, its client hears why before the socket closes. */
+  private readonly onParticipantClosed = (reason: LeaveReason) => {
+    this.send({ type: 'left', reason });
+    this.ws.close(1000, 'left');
+  };
   private queue: Promise<void> = Promise.resolve();
   private keepalive: NodeJS.Timeout;
   private alive = true;
@@ -141,7 +145,6 @@ export class SignalingSession {
       }
       case 'leave':
         this.leaving = true;
-        this.send({ type: 'left', reason: 'client_left' });
         p.close('client_left');
         return;
     }
