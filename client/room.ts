@@ -1,5 +1,6 @@
 import type { IceCandidateInit, ParticipantInfo, ServerMessage } from '../src/signaling/messages.ts';
-import { type ConnectionState, Emitter, RoomError, type RoomEvents } from './events.ts';
+import { E2eeSession, type E2eeKey, type E2eeOptions, e2eeApi, type E2eeErrorInfo, e2eeVideoCodecs, validKeyIndex } from './e2ee/e2ee.ts';
+import { type ConnectionState, E2eeError, Emitter, RoomError, type RoomEvents } from './events.ts';
 import { type LocalTrack, RemoteParticipant, type TrackKind } from './participant.ts';
 import { type ServerPush, SignalClient } from './signal-client.ts';
 import type { ParticipantStats } from './stats.ts';
@@ -10,6 +11,13 @@ export interface ConnectOptions {
   name?: string;
   /** Attempts to get back in after the connection is lost, before giving up (default 8). */
   maxReconnectAttempts?: number;
+  /**
+   * The key of an end-to-end encrypted room (docs/e2ee.md): `{ passphrase }` shared out of
+   * band, or `{ key }` (16, 24 or 32 bytes of AES key material). Never sent to the server.
+   * Used only if the room turns out to be E2EE (`joined.room.e2ee`); without it such a
+   * room can be joined but not published to, and nothing received decrypts.
+   */
+  e2ee?: E2eeOptions;
 }
 
 export interface VideoOptions {
@@ -28,7 +36,7 @@ type OfferMessage = Extract<ServerMessage, { type: 'offer' }>;
 type OfferTrack = OfferMessage['tracks'][string];
 
 /** Server refusals that no retry can fix: recovery stops at once. */
-const FATAL_CODES = new Set(['UNAUTHORIZED', 'TOKEN_EXPIRED', 'FORBIDDEN', 'ROOM_FULL', 'TOO_MANY_ROOMS', 'UNSUPPORTED_PROTOCOL']);
+const FATAL_CODES = new Set(['UNAUTHORIZED', 'TOKEN_EXPIRED', 'FORBIDDEN', 'ROOM_FULL', 'TOO_MANY_ROOMS', 'UNSUPPORTED_PROTOCOL', 'E2EE_MODE_MISMATCH']);
 /** How long an ICE restart of the publisher may take before we rejoin instead. */
 const ICE_RESTART_TIMEOUT_MS = 10_000;
 /** How long `leave` waits for the server to confirm before closing anyway. */
@@ -61,6 +69,8 @@ export class Room extends Emitter<RoomEvents> {
   localParticipant: { sid: string; identity: string; name: string } = { sid: '', identity: '', name: '' };
   /** Why the room ended, once `state` is `disconnected`. */
   disconnectReason: RoomError | undefined;
+  /** The room's name, as the server knows it (from `joined`). */
+  roomName = '';
 
   private readonly token: string;
   private readonly name: string | undefined;
@@ -86,6 +96,14 @@ export class Room extends Emitter<RoomEvents> {
   private iceRestartTimer: ReturnType<typeof setTimeout> | undefined;
   private retry: { timer: ReturnType<typeof setTimeout>; wake: () => void } | undefined;
   private leaving: Promise<void> | undefined;
+  private readonly e2eeOptions: E2eeOptions | undefined;
+  /** The room's mode, fixed by the first join; a later join that says otherwise ends the room. */
+  private _e2ee: boolean | undefined;
+  private e2eeSession: E2eeSession | undefined;
+  /** Settles when the first key is installed; undefined while we have none. */
+  private keyReady: Promise<void> | undefined;
+  private keyFailed = false;
+  private _recording = false;
 
   private constructor(url: string, token: string, opts: ConnectOptions) {
     super();
@@ -93,6 +111,7 @@ export class Room extends Emitter<RoomEvents> {
     this.token = token;
     this.name = opts.name;
     this.maxReconnectAttempts = opts.maxReconnectAttempts ?? 8;
+    this.e2eeOptions = opts.e2ee;
   }
 
   /** Joins the room; rejects with a RoomError (e.g. `UNAUTHORIZED`, `CONNECT_FAILED`). */
@@ -111,6 +130,26 @@ export class Room extends Emitter<RoomEvents> {
     return this._state;
   }
 
+  /** True when the room is end-to-end encrypted (known once joined; fixed for the room's life). */
+  get e2ee(): boolean {
+    return this._e2ee === true;
+  }
+
+  /** Which browser API encrypts and decrypts frames here, in an E2EE room; undefined otherwise. */
+  get e2eeApi(): string | undefined {
+    return this.e2eeSession?.api;
+  }
+
+  /** The key slot our senders encrypt with (E2EE rooms). */
+  get e2eeKeyIndex(): number | undefined {
+    return this.e2eeSession?.keyIndex;
+  }
+
+  /** True while the room is being recorded (the server tells everyone: `recordingStatusChanged`). */
+  get recording(): boolean {
+    return this._recording;
+  }
+
   /** Left, refused or given up: nothing may start any more. */
   private get ended(): boolean {
     return this._state === 'disconnected';
@@ -124,6 +163,7 @@ export class Room extends Emitter<RoomEvents> {
    */
   async publish(opts: PublishOptions = { audio: true, video: true }): Promise<LocalTrack[]> {
     if (this.ended) throw new RoomError('SIGNALING_CLOSED', 'the room is disconnected');
+    if (this._e2ee === true) await this.requireEncryption();
     const video = opts.video === undefined || opts.video === false ? false : opts.video === true ? {} : opts.video;
     const audio = opts.audio === undefined || opts.audio === false ? false : opts.audio === true ? {} : opts.audio;
     let stream: MediaStream;
@@ -183,8 +223,13 @@ export class Room extends Emitter<RoomEvents> {
     }
   }
 
+  /** The PeerConnection settings: in an E2EE room, what the frame transform API needs. */
+  private peerConnectionConfig(): RTCConfiguration {
+    return { iceServers: this.iceServers, bundlePolicy: 'max-bundle', ...this.e2eeSession?.peerConnectionConfig } as RTCConfiguration;
+  }
+
   private createPublisher(): RTCPeerConnection {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection(this.peerConnectionConfig());
     pc.onicecandidate = (e) => this.signal?.send({ type: 'candidate', target: 'publisher', candidate: candidateToWire(e.candidate) });
     pc.onconnectionstatechange = () => this.onPeerConnectionState(pc);
     this.publisher = pc;
@@ -199,11 +244,17 @@ export class Room extends Emitter<RoomEvents> {
     const run = async () => {
       const signal = this.signal;
       if (signal === undefined || !signal.isOpen) return;
+      // Never let a frame out unencrypted in an E2EE room.
+      if (this._e2ee === true && this.e2eeSession === undefined) throw new RoomError('E2EE_UNSUPPORTED', 'this browser cannot encrypt media frames');
       const pc = this.publisher ?? this.createPublisher();
       const fresh: LocalTrack[] = [];
       for (const t of this.localTracks) {
         if (this.senders.has(t)) continue;
         const transceiver = pc.addTransceiver(t.mediaTrack, { direction: 'sendonly' });
+        if (this.e2eeSession !== undefined) {
+          this.e2eeSession.attachSender(transceiver.sender, t.kind);
+          if (t.kind === 'video') preferE2eeCodecs(transceiver);
+        }
         if (t.muted) await transceiver.sender.replaceTrack(null);
         this.senders.set(t, transceiver);
         fresh.push(t);
@@ -227,7 +278,7 @@ export class Room extends Emitter<RoomEvents> {
   // ---- subscribing ----------------------------------------------------------------------
 
   private createSubscriber(): RTCPeerConnection {
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    const pc = new RTCPeerConnection(this.peerConnectionConfig());
     pc.onicecandidate = (e) => this.signal?.send({ type: 'candidate', target: 'subscriber', candidate: candidateToWire(e.candidate) });
     pc.onconnectionstatechange = () => this.onPeerConnectionState(pc);
     // Fires inside setRemoteDescription, after `offerTracks` was set for that offer.
@@ -253,6 +304,8 @@ export class Room extends Emitter<RoomEvents> {
 
   private onRemoteTrack(e: RTCTrackEvent): void {
     const mid = e.transceiver.mid;
+    // Every receiver, at once (insertable streams must be taken inside this event).
+    this.e2eeSession?.attachReceiver(e.receiver, e.track.kind === 'audio' ? 'audio' : 'video', mid);
     const info = mid === null ? undefined : this.offerTracks[mid];
     if (mid === null || info === undefined) return;
     let participant = this.participants.get(info.participantSid);
@@ -325,8 +378,10 @@ export class Room extends Emitter<RoomEvents> {
         if (msg.reason === 'client_left' || msg.reason === 'connection_failed') return;
         this.teardown(new RoomError('LEFT', leftMessage(msg.reason)));
         return;
+      case 'recording_status':
+        return this.setRecordingState(msg.active);
       default:
-        // recording_status and anything newer: not part of what this SDK speaks.
+        // Anything newer: not part of what this SDK speaks.
         return;
     }
   }
@@ -417,7 +472,20 @@ export class Room extends Emitter<RoomEvents> {
       signal.close();
       throw new RoomError('RESUME_MISMATCH', 'the server resumed a participant whose media is gone; rejoining');
     }
+    if (this._e2ee !== undefined && joined.room.e2ee !== this._e2ee) {
+      // The room was closed and created again in the other mode: never carry on in it.
+      signal.send({ type: 'leave' });
+      signal.close();
+      throw new RoomError('E2EE_MODE_MISMATCH', `the room is ${joined.room.e2ee ? 'now' : 'no longer'} end-to-end encrypted`);
+    }
     this.signal = signal;
+    this.roomName = joined.room.name;
+    if (this._e2ee === undefined) {
+      this._e2ee = joined.room.e2ee;
+      // Before any PeerConnection exists: they are created with what the transforms need.
+      if (this._e2ee) this.startE2ee();
+    }
+    this.setRecordingState(joined.room.recording);
     this.iceServers = joined.iceServers.map((s) => ({ urls: s.urls, username: s.username, credential: s.credential }));
     this.localParticipant = { sid: joined.participant.sid, identity: joined.participant.identity, name: joined.participant.name };
     if (joined.resumed) {
@@ -555,6 +623,104 @@ export class Room extends Emitter<RoomEvents> {
     for (const t of this.localTracks) t.sid = undefined;
   }
 
+  // ---- end-to-end encryption ------------------------------------------------------------
+
+  /** Starts the transform worker of an E2EE room and installs the key given to `connect`. */
+  private startE2ee(): void {
+    const api = e2eeApi(this.e2eeOptions?.api);
+    if (api === undefined) {
+      this.emit('error', new RoomError('E2EE_UNSUPPORTED', 'this room is end-to-end encrypted, and this browser cannot encrypt media frames'));
+      return;
+    }
+    this.e2eeSession = new E2eeSession({
+      api,
+      roomName: this.roomName,
+      workerUrl: this.e2eeOptions?.workerUrl,
+      onDecryptError: (info) => this.onDecryptError(info),
+    });
+    const opts = this.e2eeOptions;
+    if (opts === undefined) return;
+    const key: E2eeKey | undefined =
+      opts.key !== undefined ? { key: opts.key } : opts.passphrase !== undefined && opts.passphrase !== '' ? { passphrase: opts.passphrase } : undefined;
+    if (key === undefined) return;
+    this.setE2eeKey(key, opts.keyIndex ?? 0).catch((err: unknown) => this.emit('error', asRoomError(err)));
+  }
+
+  private onDecryptError(info: E2eeErrorInfo): void {
+    const sub = info.mid === undefined ? undefined : this.subscribed.get(info.mid);
+    const participant = sub === undefined ? undefined : this.participants.get(sub.participantSid);
+    const track = sub === undefined ? undefined : participant?.tracks.get(sub.trackSid);
+    this.emit('e2eeError', new E2eeError(info, participant, track));
+  }
+
+  /**
+   * Installs a key in slot `index` (0–15) of this E2EE room: a passphrase (string or
+   * `{ passphrase }`) or raw key material (`Uint8Array` or `{ key }`). Resolves once it can
+   * be used. The first key installed is also the one we encrypt with; to rotate, install
+   * the new key on every participant, then `useE2eeKey(index)` (docs/e2ee.md).
+   */
+  async setE2eeKey(key: string | Uint8Array | E2eeKey, index = 0): Promise<void> {
+    const session = this.requireSession();
+    const k: E2eeKey = typeof key === 'string' ? { passphrase: key } : key instanceof Uint8Array ? { key } : key;
+    // The first key (or the first after one that failed) is also the one we encrypt with.
+    const first = this.keyReady === undefined || this.keyFailed;
+    const installed = session.setKey(k, index).catch((err: unknown) => {
+      if (first) this.keyFailed = true;
+      throw new RoomError('E2EE_KEY_INVALID', `the end-to-end encryption key could not be installed: ${err instanceof Error ? err.message : String(err)}`);
+    });
+    if (first) {
+      this.keyFailed = false;
+      session.useKey(index);
+      this.keyReady = installed;
+    }
+    await installed;
+  }
+
+  /** Our senders encrypt with the key in slot `index` from now on (install it everywhere first). */
+  useE2eeKey(index: number): void {
+    const session = this.requireSession();
+    if (!validKeyIndex(index)) throw new RoomError('E2EE_KEY_INVALID', 'key index must be an integer 0…15');
+    session.useKey(index);
+  }
+
+  private requireSession(): E2eeSession {
+    if (this._e2ee !== true) throw new RoomError('E2EE_NOT_ENABLED', 'this room is not end-to-end encrypted');
+    if (this.e2eeSession === undefined) throw new RoomError('E2EE_UNSUPPORTED', 'this browser cannot encrypt media frames');
+    return this.e2eeSession;
+  }
+
+  /** Publishing into an E2EE room needs a key in the slot we encrypt with. */
+  private async requireEncryption(): Promise<void> {
+    const session = this.requireSession();
+    if (this.keyReady === undefined) {
+      throw new RoomError(
+        'E2EE_KEY_REQUIRED',
+        'this room is end-to-end encrypted: give its passphrase or key (Room.connect(…, { e2ee }) or room.setE2eeKey) before publishing',
+      );
+    }
+    await this.keyReady;
+    if (!session.canEncrypt) throw new RoomError('E2EE_KEY_REQUIRED', `no key in slot ${session.keyIndex}, the one we encrypt with`);
+  }
+
+  // ---- recording ------------------------------------------------------------------------
+
+  /**
+   * Starts or stops recording the room (needs the `record` grant). Rejects with the server's
+   * code: `FORBIDDEN`, `E2EE_RECORDING_FORBIDDEN` (E2EE rooms are never recorded), `CONFLICT`
+   * (already in that state). Everyone, us included, gets `recordingStatusChanged`.
+   */
+  async setRecording(active: boolean): Promise<void> {
+    if (this.signal === undefined || !this.signal.isOpen) throw new RoomError('SIGNALING_CLOSED', 'not connected to the room');
+    await this.signal.request({ type: 'recording', active }, 'ack');
+    this.setRecordingState(active);
+  }
+
+  private setRecordingState(active: boolean): void {
+    if (this._recording === active) return;
+    this._recording = active;
+    this.emit('recordingStatusChanged', active);
+  }
+
   // ---- stats ----------------------------------------------------------------------------
 
   /**
@@ -603,6 +769,8 @@ export class Room extends Emitter<RoomEvents> {
     this.signal?.close();
     this.signal = undefined;
     this.closeMedia();
+    this.e2eeSession?.close();
+    this.e2eeSession = undefined;
     for (const t of this.localTracks) t.mediaTrack.stop();
     this.disconnectReason = reason;
     if (reason !== undefined) this.emit('error', reason);
@@ -624,6 +792,21 @@ async function leaveAndClose(signal: SignalClient): Promise<void> {
     });
   }
   signal.close();
+}
+
+/** E2EE rooms send VP8 (docs/e2ee.md): put it first, and drop codecs whose packetizer parses the frame. */
+function preferE2eeCodecs(transceiver: RTCRtpTransceiver): void {
+  if (typeof transceiver.setCodecPreferences !== 'function') return;
+  for (const caps of [RTCRtpReceiver.getCapabilities?.('video'), RTCRtpSender.getCapabilities?.('video')]) {
+    const codecs = e2eeVideoCodecs(caps ?? null);
+    if (codecs === undefined) continue;
+    try {
+      transceiver.setCodecPreferences(codecs);
+      return;
+    } catch {
+      // Not acceptable to this browser in this form; try the other capability list.
+    }
+  }
 }
 
 function candidateToWire(c: RTCIceCandidate | null): IceCandidateInit | null {

@@ -1,7 +1,7 @@
 /** The SDK's frame encryption, run in Node's WebCrypto (the same code the browser worker runs). */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { clearBytes, DecryptError, decryptFrame, deriveKey, encryptFrame } from '../client/src/e2ee/frame-crypto.ts';
+import { clearBytes, DecryptError, decryptFrame, deriveKey, encryptFrame } from '../client/e2ee/frame-crypto.ts';
 
 const vp8Key = Uint8Array.from([0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0xe0, 0x01, ...Array.from({ length: 500 }, (_, i) => i & 0xff)]);
 

@@ -1,11 +1,17 @@
 /**
  * The call page: a join form, then a CallView of the joined room. The token comes from
  * `?token=` or, while the server runs with its development key, from GET /dev/token.
- * URL parameters: `?room=&name=` fill the form, `&autojoin=1` joins at once.
+ * URL parameters: `?room=&name=` fill the form, `&autojoin=1` joins at once,
+ * `&grants=publish,subscribe,record` asks /dev/token for those grants (`record` shows the
+ * Record button), `&e2eeApi=insertable-streams` forces that encoded-frame API (testing).
+ *
+ * A passphrase in the form makes the call end-to-end encrypted (docs/e2ee.md): the dev
+ * token then carries `e2ee: true`, and the SDK derives the key from it in the browser. The
+ * passphrase is never put in a URL or sent anywhere.
  */
-import { type ConnectionState, Room, RoomError } from '../client/index.ts';
+import { type ConnectionState, type E2eeApi, type E2eeError, Room, RoomError } from '../client/index.ts';
 import { CallView } from './call-view.ts';
-import type { HookParticipant, ScvTestHook } from './test-hook.ts';
+import type { HookE2eeError, HookParticipant, ScvTestHook } from './test-hook.ts';
 
 declare global {
   interface Window {
@@ -24,6 +30,7 @@ const callView = byId('call-view');
 const form = byId<HTMLFormElement>('join-form');
 const roomInput = byId<HTMLInputElement>('room-input');
 const nameInput = byId<HTMLInputElement>('name-input');
+const passphraseInput = byId<HTMLInputElement>('passphrase-input');
 const joinButton = byId<HTMLButtonElement>('join-button');
 const messageEl = byId('message');
 
@@ -36,20 +43,29 @@ let view: CallView | undefined;
 let states: ConnectionState[] = [];
 let joinClicked: number | undefined;
 let firstRemoteFrame: number | undefined;
+let e2eeErrors: HookE2eeError[] = [];
+/** What the page asked /dev/token for; `record` shows the Record button. */
+const grants = params.get('grants') ?? undefined;
+const e2eeApiParam = params.get('e2eeApi');
+const forcedApi: E2eeApi | undefined = e2eeApiParam === 'insertable-streams' || e2eeApiParam === 'script-transform' ? e2eeApiParam : undefined;
 
 function showMessage(text: string | undefined, level: 'error' | 'warn' | 'info' = 'error'): void {
+  delete messageEl.dataset.kind;
   messageEl.hidden = text === undefined;
   messageEl.textContent = text ?? '';
   messageEl.className = level;
 }
 
 /** The access token: from the URL, or minted by the server's development endpoint. */
-async function fetchToken(roomName: string, name: string): Promise<string> {
+async function fetchToken(roomName: string, name: string, e2ee: boolean): Promise<string> {
   const fromUrl = params.get('token');
   if (fromUrl !== null && fromUrl !== '') return fromUrl;
   // A fresh identity per tab: the same identity joining twice would replace the first tab.
   const identity = `${name.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 40) || 'guest'}-${crypto.randomUUID().slice(0, 8)}`;
   const query = new URLSearchParams({ room: roomName, identity, name });
+  // With a passphrase the room must be end-to-end encrypted (created so, or refused if it is not).
+  if (e2ee) query.set('e2ee', '1');
+  if (grants !== undefined) query.set('grants', grants);
   let res: Response;
   try {
     res = await fetch(`/dev/token?${query}`);
@@ -81,9 +97,27 @@ function explain(err: RoomError): string {
       return `You are no longer in the call: ${err.message}.`;
     case 'NO_TOKEN':
       return err.message;
+    case 'E2EE_MODE_MISMATCH':
+      return passphraseInput.value === ''
+        ? `This call's encryption mode changed: ${err.message}.`
+        : 'This room is not end-to-end encrypted, so it cannot be joined with a passphrase. Leave the passphrase empty to join it, or pick another room name for an encrypted call.';
+    case 'E2EE_RECORDING_FORBIDDEN':
+      return 'This call is end-to-end encrypted: the server cannot see its media, so it cannot record it (E2EE_RECORDING_FORBIDDEN).';
+    case 'E2EE_UNSUPPORTED':
+      return `This call is end-to-end encrypted, and this browser cannot encrypt media (${err.message}). Try a current Chrome, Edge, Firefox or Safari.`;
+    case 'E2EE_KEY_INVALID':
+    case 'E2EE_KEY_REQUIRED':
+      return `End-to-end encryption: ${err.message}`;
     default:
       return `Something went wrong (${err.code}): ${err.message}`;
   }
+}
+
+function describeDecryptProblem(err: E2eeError): string {
+  const whose = err.participant === undefined ? 'Some media' : `${err.participant.name}'s ${err.track?.kind ?? 'media'}`;
+  if (err.reason === 'auth-failed') return `${whose} cannot be decrypted: their passphrase is probably different from yours.`;
+  if (err.reason === 'unknown-key') return `${whose} cannot be decrypted: it uses a key this page does not have (${err.message}).`;
+  return `${whose} cannot be decrypted (${err.message}).`;
 }
 
 async function join(roomName: string, name: string): Promise<void> {
@@ -91,17 +125,29 @@ async function join(roomName: string, name: string): Promise<void> {
   showMessage(undefined);
   joinClicked = performance.now();
   firstRemoteFrame = undefined;
+  e2eeErrors = [];
   states = ['connecting'];
+  const passphrase = passphraseInput.value;
+  let joined: Room;
   try {
-    const token = await fetchToken(roomName, name);
-    room = await Room.connect(location.origin, token, { name });
+    const token = await fetchToken(roomName, name, passphrase !== '');
+    joined = await Room.connect(location.origin, token, { name, e2ee: passphrase === '' ? undefined : { passphrase, api: forcedApi } });
   } catch (err) {
     joinButton.disabled = false;
     states.push('disconnected');
     showMessage(explain(err instanceof RoomError ? err : new RoomError('INTERNAL', String(err))));
     return;
   }
-  const joined = room;
+  if (joined.e2ee && passphrase === '') {
+    // Without the key we could neither send nor see anything: back to the form.
+    await joined.leave();
+    joinButton.disabled = false;
+    states.push('disconnected');
+    showMessage('This call is end-to-end encrypted. Enter its passphrase to join.', 'warn');
+    passphraseInput.focus();
+    return;
+  }
+  room = joined;
   states.push(joined.state);
   byId('room-title').textContent = roomName;
   joinView.hidden = true;
@@ -114,13 +160,27 @@ async function join(roomName: string, name: string): Promise<void> {
       badge: byId('state-badge'),
       micButton: byId('mic-button'),
       cameraButton: byId('camera-button'),
+      e2eeBadge: byId('e2ee-badge'),
+      recordingBadge: byId('recording-badge'),
+      recordButton: byId('record-button'),
     },
     {
       onFirstRemoteFrame: () => {
         firstRemoteFrame ??= performance.now();
       },
       onAutoplayBlocked: () => showMessage('Click anywhere on the page to turn on the sound.', 'info'),
+      onDecryptProblem: (err) => {
+        if (err === undefined) {
+          if (messageEl.dataset.kind === 'decrypt') showMessage(undefined);
+          return;
+        }
+        e2eeErrors.push({ reason: err.reason, keyIndex: err.keyIndex, identity: err.participant?.identity, kind: err.track?.kind, at: Date.now() });
+        showMessage(describeDecryptProblem(err), 'warn');
+        messageEl.dataset.kind = 'decrypt';
+      },
+      onRecordError: (err) => showMessage(explain(err)),
     },
+    { canRecord: grants?.split(',').includes('record') === true },
   );
   joined.on('connectionStateChanged', (state) => {
     states.push(state);
@@ -176,6 +236,9 @@ window.__scv = {
     })),
   stats: async () => (room === undefined ? [] : room.getStats()),
   timings: () => ({ joinClicked, firstRemoteFrame }),
+  e2ee: () => ({ enabled: room?.e2ee ?? false, api: room?.e2eeApi, keyIndex: room?.e2eeKeyIndex }),
+  e2eeErrors: () => [...e2eeErrors],
+  recording: () => room?.recording ?? false,
 };
 
 if (params.get('autojoin') === '1' && roomInput.value.trim() !== '' && nameInput.value.trim() !== '') {

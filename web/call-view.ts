@@ -1,4 +1,4 @@
-import type { LocalTrack, ParticipantStats, RemoteParticipant, Room } from '../client/index.ts';
+import type { E2eeError, LocalTrack, ParticipantStats, RemoteParticipant, Room, RoomError } from '../client/index.ts';
 import { Tile } from './tile.ts';
 
 export interface CallViewElements {
@@ -7,6 +7,12 @@ export interface CallViewElements {
   badge: HTMLElement;
   micButton: HTMLButtonElement;
   cameraButton: HTMLButtonElement;
+  /** Shown in an end-to-end encrypted room. */
+  e2eeBadge: HTMLElement;
+  /** Shown while the room is recorded. */
+  recordingBadge: HTMLElement;
+  /** Starts and stops recording; shown only when `canRecord`. */
+  recordButton: HTMLButtonElement;
 }
 
 export interface CallViewHooks {
@@ -14,9 +20,15 @@ export interface CallViewHooks {
   onFirstRemoteFrame(): void;
   /** The browser refused to play sound without a user gesture. */
   onAutoplayBlocked(): void;
+  /** E2EE: someone's media stopped decrypting (`err`), or all of it decrypts again (`undefined`). */
+  onDecryptProblem(err: E2eeError | undefined): void;
+  /** Starting or stopping the recording was refused. */
+  onRecordError(err: RoomError): void;
 }
 
 const STATS_INTERVAL_MS = 2000;
+/** The worker repeats a decryption error every second while it lasts; this long without one, it is over. */
+const DECRYPT_QUIET_MS = 3000;
 
 /**
  * Shows one joined Room: the tiles (ours first), the participant list, the state badge,
@@ -32,9 +44,12 @@ export class CallView {
   private readonly statsTimer: ReturnType<typeof setInterval>;
   private readonly onMic = () => void this.toggle('microphone');
   private readonly onCamera = () => void this.toggle('camera');
+  private readonly onRecord = () => void this.toggleRecording();
+  /** Participants whose media does not decrypt, and the timer that clears each. */
+  private readonly decryptFailing = new Map<string, ReturnType<typeof setTimeout>>();
   private closed = false;
 
-  constructor(room: Room, els: CallViewElements, hooks: CallViewHooks) {
+  constructor(room: Room, els: CallViewElements, hooks: CallViewHooks, opts: { canRecord: boolean }) {
     this.room = room;
     this.els = els;
     this.hooks = hooks;
@@ -63,8 +78,14 @@ export class CallView {
       this.renderList();
     });
     room.on('connectionStateChanged', (state) => this.showState(state));
+    room.on('recordingStatusChanged', () => this.renderRecording());
+    room.on('e2eeError', (err) => this.onDecryptError(err));
     els.micButton.addEventListener('click', this.onMic);
     els.cameraButton.addEventListener('click', this.onCamera);
+    els.recordButton.addEventListener('click', this.onRecord);
+    els.recordButton.hidden = !opts.canRecord;
+    els.e2eeBadge.hidden = !room.e2ee;
+    this.renderRecording();
     this.showState(room.state);
     this.renderList();
     this.statsTimer = setInterval(() => void this.refreshStats(), STATS_INTERVAL_MS);
@@ -99,6 +120,39 @@ export class CallView {
     else await this.room.setCameraMuted(muted);
     this.local.setMuted(track.kind, muted);
     this.renderButtons();
+  }
+
+  private async toggleRecording(): Promise<void> {
+    this.els.recordButton.disabled = true;
+    try {
+      await this.room.setRecording(!this.room.recording);
+    } catch (err) {
+      this.hooks.onRecordError(err as RoomError);
+    } finally {
+      this.els.recordButton.disabled = false;
+    }
+  }
+
+  private renderRecording(): void {
+    const on = this.room.recording;
+    this.els.recordingBadge.hidden = !on;
+    this.els.recordButton.textContent = on ? 'Stop recording' : 'Record';
+    this.els.recordButton.setAttribute('aria-pressed', String(on));
+  }
+
+  private onDecryptError(err: E2eeError): void {
+    const sid = err.participant?.sid ?? '';
+    clearTimeout(this.decryptFailing.get(sid));
+    this.decryptFailing.set(
+      sid,
+      setTimeout(() => {
+        this.decryptFailing.delete(sid);
+        this.tiles.get(sid)?.setDecryptFailing(false);
+        if (this.decryptFailing.size === 0 && !this.closed) this.hooks.onDecryptProblem(undefined);
+      }, DECRYPT_QUIET_MS),
+    );
+    this.tiles.get(sid)?.setDecryptFailing(true);
+    this.hooks.onDecryptProblem(err);
   }
 
   private renderButtons(): void {
@@ -159,8 +213,14 @@ export class CallView {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.statsTimer);
+    for (const timer of this.decryptFailing.values()) clearTimeout(timer);
+    this.decryptFailing.clear();
     this.els.micButton.removeEventListener('click', this.onMic);
     this.els.cameraButton.removeEventListener('click', this.onCamera);
+    this.els.recordButton.removeEventListener('click', this.onRecord);
+    this.els.recordButton.hidden = true;
+    this.els.e2eeBadge.hidden = true;
+    this.els.recordingBadge.hidden = true;
     this.local.remove();
     for (const tile of this.tiles.values()) tile.remove();
     this.tiles.clear();

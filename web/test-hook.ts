@@ -17,6 +17,21 @@ export interface ScvTestHook {
   stats(): Promise<ParticipantStats[]>;
   /** `performance.now()` of the last Join click and of the first remote video frame after it. */
   timings(): { joinClicked: number | undefined; firstRemoteFrame: number | undefined };
+  /** The room's mode, and in an E2EE room the encoded-frame API in use and the key slot we send with. */
+  e2ee(): { enabled: boolean; api: string | undefined; keyIndex: number | undefined };
+  /** Every `e2eeError` event of the current room, oldest first. */
+  e2eeErrors(): HookE2eeError[];
+  /** `room.recording`. */
+  recording(): boolean;
+}
+
+export interface HookE2eeError {
+  reason: string;
+  keyIndex: number | undefined;
+  /** Whose media did not decrypt (undefined if the SDK could not tell). */
+  identity: string | undefined;
+  kind: string | undefined;
+  at: number;
 }
 
 export interface HookParticipant {

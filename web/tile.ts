@@ -10,6 +10,7 @@ export class Tile {
   private readonly micBadge: HTMLElement;
   private readonly camBadge: HTMLElement;
   private readonly statsEl: HTMLElement;
+  private readonly decryptBadge: HTMLElement;
 
   constructor(opts: { identity: string; name: string; local: boolean }) {
     this.el = document.createElement('div');
@@ -31,7 +32,9 @@ export class Tile {
     label.append(name, this.micBadge, this.camBadge);
     this.statsEl = element('div', 'stats');
     this.statsEl.hidden = true;
-    this.el.append(this.video, this.placeholder, this.audio, label, this.statsEl);
+    this.decryptBadge = element('div', 'decrypt-badge', 'cannot decrypt: different passphrase?');
+    this.decryptBadge.hidden = true;
+    this.el.append(this.video, this.placeholder, this.audio, label, this.statsEl, this.decryptBadge);
   }
 
   /** Shows `track` (or the placeholder); `onFirstFrame` runs when its first frame is painted. */
@@ -60,6 +63,12 @@ export class Tile {
   setMuted(kind: 'audio' | 'video', muted: boolean): void {
     (kind === 'audio' ? this.micBadge : this.camBadge).hidden = !muted;
     this.el.dataset[kind === 'audio' ? 'micMuted' : 'cameraMuted'] = String(muted);
+  }
+
+  /** E2EE: this participant's media does not decrypt with our key (or does again). */
+  setDecryptFailing(failing: boolean): void {
+    this.decryptBadge.hidden = !failing;
+    this.el.dataset.decryptFailing = String(failing);
   }
 
   setStats(text: string | undefined): void {

@@ -6,7 +6,7 @@
  */
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
 import type { ParticipantStats, TrackStats } from '../../client/stats.ts';
-import type { HookParticipant, ScvTestHook } from '../../web/test-hook.ts';
+import type { HookE2eeError, HookParticipant, ScvTestHook } from '../../web/test-hook.ts';
 
 export const CHROMIUM_PATH = process.env.TEST_CHROMIUM ?? '/usr/bin/chromium';
 
@@ -42,6 +42,8 @@ export interface OpenOptions {
   query?: Record<string, string>;
   /** Join from the URL (`autojoin=1`) instead of leaving the form for a click. */
   autojoin?: boolean;
+  /** Typed into the passphrase field, then Join is clicked (an end-to-end encrypted call; never in the URL). */
+  passphrase?: string;
 }
 
 /**
@@ -74,8 +76,13 @@ export class CallPage {
       }
       call.socket = { page: ws, server: ws.connectToServer() };
     });
-    const query = new URLSearchParams({ room: opts.room, name: opts.name, ...(opts.autojoin === false ? {} : { autojoin: '1' }), ...opts.query });
+    const autojoin = opts.autojoin !== false && opts.passphrase === undefined;
+    const query = new URLSearchParams({ room: opts.room, name: opts.name, ...(autojoin ? { autojoin: '1' } : {}), ...opts.query });
     await page.goto(`${opts.baseUrl}/?${query}`);
+    if (opts.passphrase !== undefined && opts.autojoin !== false) {
+      await page.fill('#passphrase-input', opts.passphrase);
+      await page.click('#join-button');
+    }
     return call;
   }
 
@@ -114,6 +121,18 @@ export class CallPage {
 
   timings(): Promise<{ joinClicked: number | undefined; firstRemoteFrame: number | undefined }> {
     return this.page.evaluate(() => (globalThis as Hooked).__scv.timings());
+  }
+
+  e2ee(): Promise<{ enabled: boolean; api: string | undefined; keyIndex: number | undefined }> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.e2ee());
+  }
+
+  e2eeErrors(): Promise<HookE2eeError[]> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.e2eeErrors());
+  }
+
+  recording(): Promise<boolean> {
+    return this.page.evaluate(() => (globalThis as Hooked).__scv.recording());
   }
 
   /** What we receive of the participant named `name` (by display name), per kind. */

@@ -41,6 +41,8 @@ export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenS
     identity: z.string().min(1).max(128),
     name: z.string().max(128).optional(),
     grants: z.string().optional(),
+    /** `1`/`true`: the token's `e2ee` claim, so the room is (or must be) end-to-end encrypted; `0`/`false`: must not be. */
+    e2ee: z.enum(['1', 'true', '0', 'false']).optional(),
   });
   // Only while the random development key is in use: with real keys tokens come from the operator.
   app.get('/dev/token', async (req) => {
@@ -50,6 +52,7 @@ export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenS
     const grants = (q.data.grants ?? 'publish,subscribe').split(',').filter((g) => g.length > 0);
     const bad = grants.find((g) => !(GRANTS as readonly string[]).includes(g));
     if (bad !== undefined) throw new AppError('VALIDATION_FAILED', `unknown grant "${bad}"`);
-    return { token: await tokens.mint({ room: q.data.room, identity: q.data.identity, name: q.data.name, grants: grants as Grant[] }) };
+    const e2ee = q.data.e2ee === undefined ? undefined : q.data.e2ee === '1' || q.data.e2ee === 'true';
+    return { token: await tokens.mint({ room: q.data.room, identity: q.data.identity, name: q.data.name, grants: grants as Grant[], e2ee }) };
   });
 }

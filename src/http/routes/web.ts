@@ -19,6 +19,9 @@ const FILES: Record<string, { file: string; type: string }> = {
   '/dist/app.js.map': { file: 'dist/app.js.map', type: 'application/json; charset=utf-8' },
   '/dist/sdk.js': { file: 'dist/sdk.js', type: 'text/javascript; charset=utf-8' },
   '/dist/sdk.js.map': { file: 'dist/sdk.js.map', type: 'application/json; charset=utf-8' },
+  // The SDK's end-to-end encryption worker (docs/e2ee.md), loaded from next to sdk.js.
+  '/dist/e2ee-worker.js': { file: 'dist/e2ee-worker.js', type: 'text/javascript; charset=utf-8' },
+  '/dist/e2ee-worker.js.map': { file: 'dist/e2ee-worker.js.map', type: 'application/json; charset=utf-8' },
 };
 
 let building: Promise<void> | undefined;
@@ -28,7 +31,7 @@ let building: Promise<void> | undefined;
  * started any other way (tests, `node src/main.ts`) builds it here once, so `/` always works.
  */
 function ensureBundles(log: Logger): Promise<void> {
-  if (existsSync(path.join(WEB_DIR, 'dist', 'app.js')) && existsSync(path.join(WEB_DIR, 'dist', 'sdk.js'))) return Promise.resolve();
+  if (['app.js', 'sdk.js', 'e2ee-worker.js'].every((f) => existsSync(path.join(WEB_DIR, 'dist', f)))) return Promise.resolve();
   building ??= (async () => {
     log.info('web/dist/ is missing: building the call page');
     try {
