@@ -5,13 +5,16 @@
  * - A plain room is recorded for about 10 s through the HTTP API while one page leaves and
  *   another joins: every file is read back by `ffprobe -count_frames` (VP8 + Opus, the
  *   duration of its metadata within a second, at least 80% of the frames the page encoded
- *   in that span decoded).
+ *   in that span decoded); then the same room is recorded from the page's Record button
+ *   (signaling, the record grant).
  * - An E2EE room: pages with the same passphrase decode each other (one through
  *   `RTCRtpScriptTransform`, one through Chromium's encoded insertable streams); a werift
  *   subscriber in the room gets only ciphertext past the clear header (frame by frame:
  *   the trailer, decryption with the right key, the plaintext nowhere on the wire); a page
  *   with the wrong passphrase decodes nothing and is told, without harm to the others;
  *   recording is refused over HTTP and over signaling.
+ * - The SDK used directly: raw key material, key rotation without a gap, and publishing
+ *   without a key refused.
  *
  * At most four pages at once (two cores run the SFU and every page).
  */
@@ -126,12 +129,15 @@ async function ffprobe(path: string): Promise<Probe> {
 }
 
 /**
- * Samples how many video frames a page has encoded and sent (outbound-rtp `framesEncoded`)
- * every 400 ms, with the time of each sample, so the frames sent during any time span can
- * be read back by interpolation.
+ * Samples every 400 ms, with the time of each sample, how many video frames each page has
+ * encoded and sent (outbound-rtp `framesEncoded`) and decoded of each other page
+ * (inbound-rtp `framesDecoded`), so the frames sent or decoded during any time span can be
+ * read back by interpolation. What the other pages decoded of a publisher in a file's span
+ * is the control for the recorder: the same packets, through the SFU to a browser.
  */
 class FrameCounter {
-  readonly samples = new Map<CallPage, { t: number; frames: number }[]>();
+  /** Per page: series `sent` and `from:<name>`. */
+  private readonly samples = new Map<CallPage, Map<string, { t: number; frames: number }[]>>();
   private stopped = false;
   private readonly loop: Promise<void>;
   private readonly pages: () => CallPage[];
@@ -146,12 +152,23 @@ class FrameCounter {
       await Promise.all(
         this.pages().map(async (p) => {
           const before = Date.now();
-          const sent = await p.sent().catch(() => undefined);
-          const frames = sent?.tracks.find((t) => t.kind === 'video')?.frames;
-          if (frames === undefined) return;
-          let list = this.samples.get(p);
-          if (list === undefined) this.samples.set(p, (list = []));
-          list.push({ t: (before + Date.now()) / 2, frames });
+          const read = await Promise.all([p.stats(), p.participants()]).catch(() => undefined);
+          if (read === undefined) return;
+          const t = (before + Date.now()) / 2;
+          const [stats, people] = read;
+          let series = this.samples.get(p);
+          if (series === undefined) this.samples.set(p, (series = new Map()));
+          const add = (key: string, frames: number | undefined) => {
+            if (frames === undefined) return;
+            let list = series.get(key);
+            if (list === undefined) series.set(key, (list = []));
+            list.push({ t, frames });
+          };
+          for (const st of stats) {
+            const frames = st.tracks.find((x) => x.kind === 'video')?.frames;
+            if (st.local) add('sent', frames);
+            else add(`from:${people.find((x) => x.sid === st.participantSid)?.name}`, frames);
+          }
         }),
       );
       await sleep(400);
@@ -163,9 +180,9 @@ class FrameCounter {
     await this.loop;
   }
 
-  /** Frames `p` sent between `from` and `to` (ms since the epoch), by linear interpolation. */
-  sentBetween(p: CallPage, from: number, to: number): number {
-    const s = this.samples.get(p) ?? [];
+  /** Frames of series `key` (`sent`, `from:<name>`) of page `p` between `from` and `to` (ms since the epoch). */
+  between(p: CallPage, key: string, from: number, to: number): number {
+    const s = this.samples.get(p)?.get(key) ?? [];
     const at = (t: number): number => {
       if (s.length === 0) return 0;
       if (t <= s[0]!.t) return s[0]!.frames;
@@ -183,7 +200,7 @@ class FrameCounter {
 describe('recording a call of Chromium pages', () => {
   test('a plain room recorded for ~10 s over HTTP: one playable WebM per page, the right duration, ≥ 80% of the frames sent; a leaver and a joiner included', { timeout: 150_000 }, async (t) => {
     const room = 'recorded-call';
-    const alice = await open(room, 'Alice');
+    const alice = await open(room, 'Alice', { query: { grants: 'publish,subscribe,record' } });
     const bob = await open(room, 'Bob');
     await Promise.all([assertReceives(alice, 'Bob'), assertReceives(bob, 'Alice')]);
     assert.equal((await alice.e2ee()).enabled, false);
@@ -230,16 +247,21 @@ describe('recording a call of Chromium pages', () => {
       const to = Date.parse(f.endedAt);
       const truth = (to - from) / 1000;
       const duration = Number(probe.format.duration);
-      const sent = counter.sentBetween(page, from, to);
+      const sent = counter.between(page, 'sent', from, to);
+      // The control: what the other pages' decoders made of the same publisher in that span.
+      const control = [alice, bob, carol]
+        .filter((p) => p !== page)
+        .map((p) => `${p.name} ${counter.between(p, `from:${page.name}`, from, to).toFixed(0)}`)
+        .join(', ');
       const decoded = Number(video!.nb_read_frames);
       const audioFrames = Number(audio!.nb_read_frames);
       t.diagnostic(
-        `${page.name}: ${f.file} duration ${duration.toFixed(2)} s (metadata ${truth.toFixed(2)} s), video ${decoded} frames decoded of ${sent.toFixed(0)} sent (${((100 * decoded) / sent).toFixed(0)}%), audio ${audioFrames} frames`,
+        `${page.name}: ${f.file} duration ${duration.toFixed(2)} s (metadata ${truth.toFixed(2)} s), video ${decoded} frames decoded of ${sent.toFixed(0)} sent (${((100 * decoded) / sent).toFixed(0)}%; decoded in that span by ${control}), audio ${audioFrames} frames`,
       );
       const fail = async (what: string): Promise<never> => {
         await mkdir(ARTIFACTS, { recursive: true });
         await copyFile(join(dir, id, f.file), join(ARTIFACTS, f.file));
-        assert.fail(`${f.file}: ${what} (${f.startedAt} … ${f.endedAt}); ${await packetTimes(join(dir, id, f.file))}; kept in ${ARTIFACTS}`);
+        assert.fail(`${f.file}: ${what} (${f.startedAt} … ${f.endedAt}); ${await packetTimes(join(dir, id, f.file))}; decoded by the other pages: ${control}; kept in ${ARTIFACTS}`);
       };
       if (Math.abs(duration - truth) > 1) await fail(`duration ${duration} s vs ${truth} s recorded`);
       assert.ok(sent > 50, `${f.file}: ${page.name} sent only ${sent} frames in the file's span`);
@@ -248,6 +270,18 @@ describe('recording a call of Chromium pages', () => {
       if (page === bob) assert.ok(to <= bobLeft + 1000, "Bob's file ends when he leaves");
       if (page === carol) assert.ok(from > Date.parse(meta.startedAt) + 2000, "Carol's file starts when she joined");
     }
+
+    // The other way in: Alice (record grant) starts and stops it from the page, over signaling.
+    const button = alice.page.locator('#record-button');
+    assert.ok(await button.isVisible(), 'a page with the record grant has a Record button');
+    assert.ok(await carol.page.locator('#record-button').isHidden(), 'one without it has none');
+    await button.click();
+    await eventually(async () => (await carol.recording()) && (await alice.recording()), 'both pages to see the recording Alice started');
+    assert.equal(await button.textContent(), 'Stop recording');
+    await button.click();
+    await eventually(async () => !(await carol.recording()) && !(await alice.recording()), 'both pages to see it stop');
+    const list = (await svc.fetch('/video/recordings', { headers: recorder })).body.recordings as { id: string }[];
+    assert.equal(list.length, 2, 'the HTTP one and the one started from the page');
     await Promise.all([alice, bob, carol].map((p) => close(p)));
   });
 });
@@ -370,20 +404,44 @@ describe('an end-to-end encrypted call in Chromium', () => {
     assert.deepEqual(await bob.e2eeErrors(), []);
   });
 
-  test('a werift subscriber in the room gets only ciphertext past the clear header', { timeout: 60_000, todo: 'issue 4: the werift subscriber connection failed in one run under load; investigate before resolving' }, async (t) => {
-    const token = await svc.service.tokens.mint({ identity: 'werift-eve', room, grants: ['subscribe', 'record'], e2ee: true });
-    const eve = svc.track(await TestClient.join({ wsUrl: svc.service.wsUrl, token, name: 'werift-eve', keepPayloads: 64 }));
-    assert.equal(eve.joined!.room.e2ee, true);
+  test('a werift subscriber in the room gets only ciphertext past the clear header', { timeout: 120_000 }, async (t) => {
     const aliceId = await identityOf(alice, bob);
-    const video = await eve.waitForTrackFrom(aliceId, 'video', { minPackets: 10, timeoutMs: 20_000 });
-    const audio = await eve.waitForTrackFrom(aliceId, 'audio', { minPackets: 10, timeoutMs: 20_000 });
+    // The subscriber is the instrument here, not what is tested: if its connection does not
+    // come up (seen once on a machine loaded far beyond its two cores), it gets one more go.
+    let eve: TestClient | undefined;
+    let video: RemoteTrack | undefined;
+    let audio: RemoteTrack | undefined;
+    for (let attempt = 1; video === undefined || audio === undefined; attempt++) {
+      const token = await svc.service.tokens.mint({ identity: `werift-eve-${attempt}`, room, grants: ['subscribe', 'record'], e2ee: true });
+      eve = svc.track(await TestClient.join({ wsUrl: svc.service.wsUrl, token, name: 'werift-eve', keepPayloads: 64 }));
+      assert.equal(eve.joined!.room.e2ee, true);
+      try {
+        video = await eve.waitForTrackFrom(aliceId, 'video', { minPackets: 10, timeoutMs: 20_000 });
+        audio = await eve.waitForTrackFrom(aliceId, 'audio', { minPackets: 10, timeoutMs: 20_000 });
+      } catch (err) {
+        const state = `${(err as Error).message}\n${eve.describe()}`;
+        await eve.close({ leave: true });
+        if (attempt === 2) assert.fail(`the werift subscriber got no media from Alice: ${state}`);
+        t.diagnostic(`werift subscriber attempt ${attempt} got no media, trying again: ${state.replace(/\n/g, ' ')}`);
+      }
+    }
     assert.equal(video.codec, 'vp8', 'an E2EE room negotiates VP8');
     assert.equal(audio.codec, 'opus');
+    // Capture until there are 30 whole frames, a keyframe and 50 Opus packets (3 s when the
+    // machine keeps up; longer when the encoder slows down under load).
     const v = capture(video);
     const a = capture(audio);
     await sleep(500);
-    await eve.sendPli(video.trackSid); // a keyframe inside the capture
-    await sleep(2_500);
+    await eve!.sendPli(video.trackSid); // a keyframe inside the capture
+    const enough = () => {
+      const frames = vp8Frames(v.packets);
+      return frames.length >= 30 && frames.some(isVp8Key) && a.packets.length >= 50;
+    };
+    const end = Date.now() + 20_000;
+    for (let n = 0; !enough() && Date.now() < end; n++) {
+      await sleep(500);
+      if (n % 6 === 5 && !vp8Frames(v.packets).some(isVp8Key)) await eve!.sendPli(video.trackSid);
+    }
     v.stop();
     a.stop();
 
@@ -441,8 +499,8 @@ describe('an end-to-end encrypted call in Chromium', () => {
     t.diagnostic(`werift subscriber: ${opus.length} Opus payloads, all with trailer [12, 0], all decrypt`);
 
     // Recording is refused over signaling (werift, with the record grant) as over HTTP.
-    await assert.rejects(eve.call({ type: 'recording', active: true }), (e: { code?: string }) => e.code === 'E2EE_RECORDING_FORBIDDEN');
-    await eve.close({ leave: true });
+    await assert.rejects(eve!.call({ type: 'recording', active: true }), (e: { code?: string }) => e.code === 'E2EE_RECORDING_FORBIDDEN');
+    await eve!.close({ leave: true });
   });
 
   test('recording is refused: over HTTP (record grant and admin) and from the page (signaling); no recorder is created', async () => {
