@@ -22,11 +22,12 @@
  * hang the run forever, since no timeout covers a file that never exits. Set
  * TEST_NO_FORCE_EXIT=1 to hunt such leaks (the run then hangs on the leaking file).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, globSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { bringUpLoopback, findUnshare } from './netns.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const self = fileURLToPath(import.meta.url);
@@ -93,37 +94,14 @@ function run(cmd: string, argv: string[], env: NodeJS.ProcessEnv, opts: { reorde
   });
 }
 
-function which(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter).concat(['/usr/bin', '/usr/sbin', '/bin', '/sbin'])) {
-    if (dir === '') continue;
-    const p = path.join(dir, cmd);
-    try {
-      if (statSync(p).isFile()) return p;
-    } catch {
-      // not here
-    }
-  }
-  return undefined;
-}
-
 // ---- outside the namespace: re-exec under unshare -n ------------------------------------
 
 async function outer(): Promise<never> {
-  const unshare = which('unshare');
-  if (unshare === undefined) {
-    fail(
-      'the WebRTC tests must run in a private network namespace, but "unshare" (util-linux) is not installed.\n' +
-        '  Install it (scripts/install-system-deps.sh), or run inside an existing isolated namespace with SCV_NETNS=1.',
-    );
-  }
-  const probe = spawnSync(unshare, ['-n', 'true'], { encoding: 'utf8' });
-  if (probe.error !== undefined || probe.status !== 0) {
-    const why = probe.error?.message ?? (probe.stderr.trim() || `exit status ${probe.status}`);
-    fail(
-      `"unshare -n" cannot create a network namespace here (${why}).\n` +
-        '  It needs root or CAP_SYS_ADMIN (in a container: --cap-add SYS_ADMIN or --privileged).\n' +
-        '  Alternatively run inside an existing isolated namespace with SCV_NETNS=1.',
-    );
+  let unshare: string;
+  try {
+    unshare = findUnshare(', or run inside an existing isolated namespace with SCV_NETNS=1');
+  } catch (err) {
+    fail((err as Error).message);
   }
   const code = await run(unshare, ['-n', '--', process.execPath, self, ...args], { ...process.env, SCV_NETNS: '1' });
   process.exit(code);
@@ -171,11 +149,10 @@ function selectFiles(): { files: string[]; nodeArgs: string[] } {
 }
 
 async function inner(): Promise<never> {
-  const ip = which('ip');
-  if (ip === undefined) fail('"ip" (iproute2) is not installed; it is needed to bring up loopback in the test namespace.');
-  const up = spawnSync(ip, ['link', 'set', 'lo', 'up'], { encoding: 'utf8' });
-  if (up.error !== undefined || up.status !== 0) {
-    fail(`"ip link set lo up" failed: ${up.error?.message ?? (up.stderr.trim() || `exit status ${up.status}`)}`);
+  try {
+    bringUpLoopback();
+  } catch (err) {
+    fail((err as Error).message);
   }
   const { files, nodeArgs } = selectFiles();
   if (files.length === 0) fail('no test files found (test/**/*.test.ts)');
