@@ -4,6 +4,7 @@
  * one page per participant (each in a fresh browser context: its own profile state), and
  * reads the page's test hook `window.__scv` (web/test-hook.ts).
  */
+import { spawnSync } from 'node:child_process';
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
 import type { ParticipantStats, TrackStats } from '../../client/stats.ts';
 import type { HookE2eeError, HookParticipant, ScvTestHook } from '../../web/test-hook.ts';
@@ -11,7 +12,14 @@ import type { HookE2eeError, HookParticipant, ScvTestHook } from '../../web/test
 export const CHROMIUM_PATH = process.env.TEST_CHROMIUM ?? '/usr/bin/chromium';
 
 /** Flags for a quiet, sandbox-free headless browser that may use loopback ICE and fake media. */
-export function chromiumArgs(opts: { denyMedia?: boolean } = {}): string[] {
+export interface ChromiumOptions {
+  /** The fake permission prompt refuses camera and microphone. */
+  denyMedia?: boolean;
+  /** A .y4m file the fake camera plays in a loop instead of its own pattern (see `writeDetailedCameraFile`). */
+  cameraFile?: string;
+}
+
+export function chromiumArgs(opts: ChromiumOptions = {}): string[] {
   return [
     '--no-sandbox',
     '--disable-gpu',
@@ -24,11 +32,27 @@ export function chromiumArgs(opts: { denyMedia?: boolean } = {}): string[] {
     // "=deny" makes the fake permission prompt refuse instead of allow.
     opts.denyMedia === true ? '--use-fake-ui-for-media-stream=deny' : '--use-fake-ui-for-media-stream',
     '--allow-loopback-in-peer-connection',
+    ...(opts.cameraFile === undefined ? [] : [`--use-file-for-fake-video-capture=${opts.cameraFile}`]),
   ];
 }
 
-export function launchChromium(opts: { denyMedia?: boolean } = {}): Promise<Browser> {
+export function launchChromium(opts: ChromiumOptions = {}): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM_PATH, args: chromiumArgs(opts) });
+}
+
+/**
+ * Writes two seconds of 640×480 30 fps video with fresh noise in every frame, for the fake
+ * camera. Chromium's own fake camera pattern compresses to ~0.5 Mbit/s, so its encoder
+ * never fills the uplink and the estimate only grows as far as its first probes reach;
+ * a real camera fills it, and so does this.
+ */
+export function writeDetailedCameraFile(file: string): void {
+  const r = spawnSync(
+    'ffmpeg',
+    ['-hide_banner', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=640x480:rate=30', '-vf', 'noise=alls=25:allf=t', '-t', '2', '-pix_fmt', 'yuv420p', file],
+    { encoding: 'utf8' },
+  );
+  if (r.status !== 0) throw new Error(`ffmpeg could not write ${file}: ${r.error?.message ?? r.stderr}`);
 }
 
 type Hooked = typeof globalThis & { __scv: ScvTestHook };
