@@ -373,9 +373,10 @@ export class Room extends Emitter<RoomEvents> {
         return;
       }
       case 'left':
-        // Our own leave is handled by `leave()`; connection_failed closes the socket next,
-        // which starts a rejoin; the rest end the room.
-        if (msg.reason === 'client_left' || msg.reason === 'connection_failed') return;
+        // Our own leave is handled by `leave()`; connection_failed and media_worker_failed
+        // close the socket next, which starts a rejoin (the room comes back on a live
+        // worker); the rest end the room.
+        if (msg.reason === 'client_left' || msg.reason === 'connection_failed' || msg.reason === 'media_worker_failed') return;
         this.teardown(new RoomError('LEFT', leftMessage(msg.reason)));
         return;
       case 'recording_status':

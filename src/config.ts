@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { availableParallelism } from 'node:os';
 import { z } from 'zod';
 
 /**
@@ -57,6 +58,14 @@ const RawConfig = z
     MAX_MESSAGE_BYTES: z.coerce.number().int().positive().default(256 * 1024),
     /** Where recordings are written, one folder per recording. */
     RECORDINGS_DIR: z.string().min(1).default('recordings'),
+    /**
+     * Media worker processes: `auto` = one per core; 0 = media in this process (one
+     * process, no edge relay).
+     */
+    MEDIA_WORKERS: z
+      .union([z.literal('auto'), z.coerce.number().int().min(0).max(256)])
+      .default('auto')
+      .transform((v) => (v === 'auto' ? availableParallelism() : v)),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     API_KEY: z.string().min(1).optional(),
     API_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
@@ -102,6 +111,8 @@ export interface Config {
     reconnectGraceMs: number;
     maxMessageBytes: number;
   };
+  /** Media worker processes behind the signaling edge; 0 = media runs in the edge's process. */
+  mediaWorkers: number;
   logLevel: string;
   recordingsDir: string;
   auth: { apiKey: string; apiSecret: string; development: boolean };
@@ -168,6 +179,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       reconnectGraceMs: c.RECONNECT_GRACE * 1000,
       maxMessageBytes: c.MAX_MESSAGE_BYTES,
     },
+    mediaWorkers: c.MEDIA_WORKERS,
     logLevel: c.LOG_LEVEL,
     recordingsDir: c.RECORDINGS_DIR,
     auth: development

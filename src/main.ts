@@ -1,5 +1,6 @@
 import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './common/logger.ts';
+import { startEdge } from './edge/edge-service.ts';
 import { startService } from './service.ts';
 
 let config;
@@ -12,14 +13,15 @@ try {
 }
 
 const log = createLogger(config.logLevel);
-const service = await startService(config, { log });
+// Media in worker processes behind the edge, or (SCV_MEDIA_WORKERS=0) in this one.
+const service = config.mediaWorkers > 0 ? await startEdge(config, { log }) : await startService(config, { log });
 if (config.auth.development) {
   log.warn(
     { apiKey: config.auth.apiKey, apiSecret: config.auth.apiSecret },
     'no SCV_API_KEY/SCV_API_SECRET set: using a random development key for this run; GET /dev/token mints tokens',
   );
 }
-log.info({ url: service.httpUrl, signaling: service.wsUrl, codecs: config.rtc.codecs }, 'SecureConnect Video listening');
+log.info({ url: service.httpUrl, signaling: service.wsUrl, codecs: config.rtc.codecs, mediaWorkers: config.mediaWorkers }, 'SecureConnect Video listening');
 
 let stopping = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {

@@ -18,20 +18,22 @@ import { after, before, describe, test } from 'node:test';
 import type { Browser } from 'playwright-core';
 import { buildWeb } from '../scripts/build-web.ts';
 import { CallPage, launchChromium, writeDetailedCameraFile } from './browser/call-page.ts';
+import type { EdgeService } from '../src/edge/edge-service.ts';
+import type { Service } from '../src/service.ts';
 import { eventually, sleep, TestService } from './helpers/service.ts';
 
 const ARTIFACTS = path.resolve(import.meta.dirname, '..', 'test-artifacts');
 /** Short, so the test of a rejoin after the grace does not wait 15 s. */
 const RECONNECT_GRACE_S = 3;
 
-let svc: TestService;
+let svc: TestService<Service | EdgeService>;
 let browser: Browser;
 const pages: CallPage[] = [];
 
 before(async () => {
   // Always test what the sources say now, never a stale web/dist.
   await buildWeb();
-  svc = await TestService.start({ SCV_RECONNECT_GRACE: String(RECONNECT_GRACE_S) });
+  svc = await TestService.startEither({ SCV_RECONNECT_GRACE: String(RECONNECT_GRACE_S) });
   browser = await launchChromium();
 });
 

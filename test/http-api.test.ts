@@ -20,6 +20,8 @@ import { TokenService } from '../src/auth/tokens.ts';
 import type { IceCandidateInit } from '../src/signaling/messages.ts';
 import { LOOPBACK_ICE, codecParameters } from './helpers/client.ts';
 import { SyntheticSource, verifyPayload } from './helpers/media.ts';
+import type { EdgeService } from '../src/edge/edge-service.ts';
+import type { Service } from '../src/service.ts';
 import { TestService, eventually } from './helpers/service.ts';
 
 type Kind = 'audio' | 'video';
@@ -133,7 +135,7 @@ class HttpPeer {
 
 // ---- fixtures ------------------------------------------------------------------------------
 
-let svc: TestService;
+let svc: TestService<Service | EdgeService>;
 const peers: HttpPeer[] = [];
 function peer(): HttpPeer {
   const p = new HttpPeer();
@@ -142,7 +144,7 @@ function peer(): HttpPeer {
 }
 
 before(async () => {
-  svc = await TestService.start();
+  svc = await TestService.startEither();
 });
 after(async () => {
   await Promise.all(peers.map((p) => p.close()));

@@ -113,4 +113,5 @@ export type LeaveReason =
   | 'signaling_lost'
   | 'replaced'
   | 'room_closed'
-  | 'server_shutdown';
+  | 'server_shutdown'
+  | 'media_worker_failed';

@@ -7,12 +7,10 @@ import { iceServersFor } from '../auth/ice-servers.ts';
 import type { Participant } from '../sfu/participant.ts';
 import type { RecordingManager } from '../recording/recording-manager.ts';
 import type { Sfu } from '../sfu/sfu.ts';
-import { CLIENT_MESSAGE_TYPES, ClientMessage, type LeaveReason, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
-
-/** WebSocket ping interval; a socket that misses two is dead. */
-export const KEEPALIVE_INTERVAL_MS = 15_000;
-
-type RequestId = string | number | undefined;
+import { type ClientMessage, type LeaveReason, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
+import { verifyJoin } from './join-token.ts';
+import { keepAlive } from './keepalive.ts';
+import { errorMessage, parseClientMessage, type RequestId } from './parse-message.ts';
 
 export interface SessionDeps {
   sfu: Sfu;
@@ -43,8 +41,6 @@ export class SignalingSession {
     this.ws.close(1000, 'left');
   };
   private queue: Promise<void> = Promise.resolve();
-  private keepalive: NodeJS.Timeout;
-  private alive = true;
   private closed = false;
   private leaving = false;
 
@@ -56,21 +52,9 @@ export class SignalingSession {
     this.config = deps.config;
     this.log = deps.log;
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
-    ws.on('pong', () => {
-      this.alive = true;
-    });
     ws.on('close', () => this.onClose());
     ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
-    this.keepalive = setInterval(() => {
-      if (!this.alive) {
-        this.log.info('websocket missed keepalive, terminating');
-        ws.terminate();
-        return;
-      }
-      this.alive = false;
-      ws.ping();
-    }, KEEPALIVE_INTERVAL_MS);
-    this.keepalive.unref();
+keepAlive(ws, () => this.log);
   }
 
   private send(msg: ServerMessage): void {
@@ -80,37 +64,14 @@ export class SignalingSession {
   private sendError(id: RequestId, err: unknown): void {
     const e = toAppError(err);
     if (e.code === 'INTERNAL') this.log.error({ err }, 'signaling request failed');
-    this.send(id === undefined ? { type: 'error', code: e.code, message: e.message } : { type: 'error', id, code: e.code, message: e.message });
+    this.send(errorMessage(id, e));
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
     if (this.closed) return;
-    if (isBinary) return this.sendError(undefined, new AppError('BAD_REQUEST', 'binary frames are not part of the protocol; send JSON text'));
-    if (data.length > this.config.limits.maxMessageBytes) {
-      return this.sendError(undefined, new AppError('MESSAGE_TOO_LARGE', `messages are limited to ${this.config.limits.maxMessageBytes} bytes`));
-    }
-    let json: unknown;
-    try {
-      json = JSON.parse(data.toString('utf8'));
-    } catch {
-      return this.sendError(undefined, new AppError('MALFORMED_JSON', 'message is not valid JSON'));
-    }
-    const rawId = (json as { id?: unknown } | null)?.id;
-    const id: RequestId = typeof rawId === 'string' || typeof rawId === 'number' ? rawId : undefined;
-    const type = (json as { type?: unknown } | null)?.type;
-    if (typeof json !== 'object' || json === null || Array.isArray(json) || typeof type !== 'string') {
-      return this.sendError(id, new AppError('VALIDATION_FAILED', 'message must be a JSON object with a string "type"'));
-    }
-    if (!CLIENT_MESSAGE_TYPES.includes(type)) {
-      return this.sendError(id, new AppError('UNKNOWN_MESSAGE_TYPE', `unknown message type "${type.slice(0, 64)}"`));
-    }
-    const parsed = ClientMessage.safeParse(json);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      const where = issue === undefined ? '' : `${issue.path.join('.') || '(message)'}: `;
-      return this.sendError(id, new AppError('VALIDATION_FAILED', `${where}${issue?.message ?? 'invalid message'}`));
-    }
-    const msg = parsed.data;
+    const parsed = parseClientMessage(data, isBinary, this.config.limits.maxMessageBytes);
+    if (!parsed.ok) return this.sendError(parsed.id, parsed.error);
+    const msg = parsed.msg;
     this.queue = this.queue.then(() => this.handle(msg)).catch((err: unknown) => this.sendError(msg.id, err));
   }
 
@@ -156,11 +117,7 @@ export class SignalingSession {
 
   private async join(msg: Extract<ClientMessage, { type: 'join' }>): Promise<void> {
     if (this.participant !== undefined) throw new AppError('ALREADY_JOINED', 'this connection already joined a room');
-    if (msg.protocol !== PROTOCOL_VERSION) {
-      throw new AppError('UNSUPPORTED_PROTOCOL', `protocol ${msg.protocol} is not supported; this server speaks ${PROTOCOL_VERSION}`);
-    }
-    const token = await this.tokens.verify(msg.token);
-    if (token.room === undefined) throw new AppError('FORBIDDEN', 'token does not name a room');
+    const token = await verifyJoin(msg, this.tokens);
     if (this.closed) return;
     const existing = this.sfu.findRoom(token.room)?.byIdentity(token.identity);
     let participant: Participant;
@@ -200,7 +157,6 @@ export class SignalingSession {
   private onClose(): void {
     if (this.closed) return;
     this.closed = true;
-    clearInterval(this.keepalive);
     const p = this.participant;
     if (p === undefined) return;
     p.off('signal', this.onSignal);

@@ -1,20 +1,47 @@
 import type { Grant } from '../../src/auth/tokens.ts';
 import { loadConfig } from '../../src/config.ts';
+import type { TokenService } from '../../src/auth/tokens.ts';
+import { type EdgeService, startEdge } from '../../src/edge/edge-service.ts';
 import { startService, type Service } from '../../src/service.ts';
 import { TestClient, type TestClientOptions } from './client.ts';
 
+/** What the helpers need of a running node, whether its media is in-process or in workers. */
+interface RunningNode {
+  httpUrl: string;
+  wsUrl: string;
+  tokens: TokenService;
+  close(): Promise<void>;
+}
+
+const testConfig = (env: Record<string, string>) =>
+  loadConfig({ SCV_HTTP_PORT: '0', SCV_LOG_LEVEL: process.env.SCV_TEST_LOG_LEVEL ?? 'silent', ...env });
+
 /** A real service on an ephemeral port, plus shortcuts to mint tokens and join clients. */
-export class TestService {
-  readonly service: Service;
+export class TestService<S extends RunningNode = Service> {
+  readonly service: S;
   private readonly clients = new Set<TestClient>();
 
-  private constructor(service: Service) {
+  private constructor(service: S) {
     this.service = service;
   }
 
+  /** Media in the test's own process, so a test can look inside the SFU. */
   static async start(env: Record<string, string> = {}): Promise<TestService> {
-    const config = loadConfig({ SCV_HTTP_PORT: '0', SCV_LOG_LEVEL: process.env.SCV_TEST_LOG_LEVEL ?? 'silent', ...env });
-    return new TestService(await startService(config));
+    return new TestService(await startService(testConfig(env)));
+  }
+
+  /**
+   * The node a suite that runs both ways asks for: in-process media, or with
+   * TEST_EDGE_WORKERS=N the edge and N worker processes (see the *.edge.test.ts files).
+   */
+  static async startEither(env: Record<string, string> = {}): Promise<TestService<Service | EdgeService>> {
+    const workers = Number(process.env.TEST_EDGE_WORKERS ?? 0);
+    return workers > 0 ? TestService.startEdge(workers, env) : TestService.start(env);
+  }
+
+  /** The edge with `workers` media worker processes behind it (SCV_MEDIA_WORKERS). */
+  static async startEdge(workers: number, env: Record<string, string> = {}): Promise<TestService<EdgeService>> {
+    return new TestService(await startEdge(testConfig({ ...env, SCV_MEDIA_WORKERS: String(workers) })));
   }
 
   get httpUrl(): string {

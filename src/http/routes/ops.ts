@@ -7,9 +7,9 @@ import type { Config } from '../../config.ts';
 import type { Sfu } from '../../sfu/sfu.ts';
 import { authenticate } from '../auth.ts';
 
-/** Health, metrics, the admin room listing, and the development token endpoint. */
-export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; metrics: Registry; config: Config }): void {
-  const { sfu, tokens, metrics, config } = deps;
+/** Health, metrics and the admin room listing of a node whose media runs in its own process. */
+export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; metrics: Registry }): void {
+  const { sfu, tokens, metrics } = deps;
 
   app.get('/healthz', async () => ({ status: 'ok', rooms: sfu.roomCount, participants: sfu.participantCount() }));
 
@@ -35,7 +35,11 @@ export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenS
       participants: room.all().map((p) => ({ ...p.info(), kind: p.kind, joinedAt: new Date(p.joinedAt).toISOString() })),
     };
   });
+}
 
+/** GET /dev/token: mints tokens while the random development key is in use. */
+export function devTokenRoute(app: FastifyInstance, deps: { tokens: TokenService; config: Config }): void {
+  const { tokens, config } = deps;
   const DevTokenQuery = z.object({
     room: z.string().min(1).max(128),
     identity: z.string().min(1).max(128),

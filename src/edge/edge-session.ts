@@ -1,0 +1,175 @@
+import type { WebSocket as ClientSocket } from 'ws';
+import type { TokenService } from '../auth/tokens.ts';
+import { AppError, toAppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import type { Config } from '../config.ts';
+import { verifyJoin } from '../signaling/join-token.ts';
+import { keepAlive } from '../signaling/keepalive.ts';
+import type { ServerMessage } from '../signaling/messages.ts';
+import { errorMessage, parseClientMessage, type RequestId } from '../signaling/parse-message.ts';
+import type { WorkerPool } from './worker-pool.ts';
+
+export interface EdgeSessionDeps {
+  pool: WorkerPool;
+  tokens: TokenService;
+  config: Config;
+  log: Logger;
+}
+
+type Frame = { data: Buffer; isBinary: boolean };
+
+/**
+ * One client WebSocket at the edge. Until the client joins, the edge answers it itself
+ * (with the same validation and errors as a worker's session); a valid `join` picks the
+ * room's media worker, and from then on frames are relayed both ways untouched over a
+ * WebSocket to that worker, whose session does the real work. If the worker dies, the
+ * client is told `left` with reason `media_worker_failed` and its socket is closed, so
+ * the SDK joins again (and lands on a live worker).
+ */
+export class EdgeSession {
+  private readonly ws: ClientSocket;
+  private readonly deps: EdgeSessionDeps;
+  private log: Logger;
+  private queue: Promise<void> = Promise.resolve();
+  private upstream: WebSocket | undefined;
+  private upstreamOpen: Promise<void> | undefined;
+  private room: string | undefined;
+  /** The worker's session accepted our join; every frame is now the worker's business. */
+  private joined = false;
+  private closed = false;
+
+  constructor(ws: ClientSocket, deps: EdgeSessionDeps) {
+    this.ws = ws;
+    this.deps = deps;
+    this.log = deps.log;
+    ws.on('message', (data, isBinary) => {
+      const frame = { data: data as Buffer, isBinary };
+      this.queue = this.queue.then(() => this.onFrame(frame)).catch((err: unknown) => this.log.error({ err }, 'edge relay failed'));
+    });
+    ws.on('close', () => this.onClientClose());
+    ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
+    keepAlive(ws, () => this.log);
+  }
+
+  private send(msg: ServerMessage): void {
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  private sendError(id: RequestId, err: unknown): void {
+    const e = toAppError(err);
+    if (e.code === 'INTERNAL') this.log.error({ err }, 'edge signaling request failed');
+    this.send(errorMessage(id, e));
+  }
+
+  private async onFrame(frame: Frame): Promise<void> {
+    if (this.closed) return;
+    if (this.joined) return this.forward(frame);
+    const parsed = parseClientMessage(frame.data, frame.isBinary, this.deps.config.limits.maxMessageBytes);
+    if (!parsed.ok) return this.sendError(parsed.id, parsed.error);
+    const msg = parsed.msg;
+    if (msg.type === 'ping') return this.send({ type: 'pong', id: msg.id, t: msg.t });
+    if (msg.type !== 'join') {
+      // Until the worker has accepted a join, it is the one to answer (it may still be on its way).
+      if (this.upstream !== undefined) return this.forward(frame);
+      return this.sendError(msg.id, new AppError('NOT_JOINED', 'send "join" first'));
+    }
+    let room: string;
+    try {
+      room = (await verifyJoin(msg, this.deps.tokens)).room;
+    } catch (err) {
+      return this.sendError(msg.id, err);
+    }
+    if (this.closed) return;
+    if (room !== this.room) {
+      // A join the worker refused, then another for a different room: start over there.
+      this.dropUpstream();
+      try {
+        this.connect(room);
+      } catch (err) {
+        return this.sendError(msg.id, err);
+      }
+    }
+    return this.forward(frame, msg.id);
+  }
+
+  private connect(room: string): void {
+    const worker = this.deps.pool.assign(room);
+    const url = worker.wsUrl;
+    if (worker.state !== 'ready' || url === '') throw new AppError('MEDIA_UNAVAILABLE', 'the media worker for this room is not available');
+    const up = new WebSocket(url);
+    up.binaryType = 'arraybuffer';
+    this.upstream = up;
+    this.room = room;
+    this.log = this.deps.log.child({ room, worker: worker.index });
+    this.upstreamOpen = new Promise((resolve, reject) => {
+      up.addEventListener('open', () => resolve(), { once: true });
+      up.addEventListener('error', () => reject(new AppError('MEDIA_UNAVAILABLE', 'the media worker for this room is not available')), { once: true });
+    });
+    // Settled either way; the rejection is read by whoever forwards next.
+    this.upstreamOpen.catch(() => {});
+    up.addEventListener('message', (ev) => this.onUpstreamMessage(ev.data as string | ArrayBuffer));
+    up.addEventListener('close', (ev) => this.onUpstreamClose(up, ev.code, ev.reason));
+  }
+
+  private async forward(frame: Frame, joinId?: RequestId): Promise<void> {
+    const up = this.upstream;
+    if (up === undefined) return;
+    try {
+      await this.upstreamOpen;
+    } catch (err) {
+      if (joinId !== undefined || !this.joined) {
+        this.dropUpstream();
+        return this.sendError(joinId, err);
+      }
+      return;
+    }
+    if (up.readyState === WebSocket.OPEN) up.send(frame.isBinary ? frame.data : frame.data.toString('utf8'));
+  }
+
+  private onUpstreamMessage(data: string | ArrayBuffer): void {
+    const text = typeof data === 'string' ? data : Buffer.from(data).toString('utf8');
+    if (!this.joined && text.includes('"joined"')) {
+      try {
+        if ((JSON.parse(text) as { type?: unknown }).type === 'joined') this.joined = true;
+      } catch {
+        // a worker only sends JSON; nothing to learn from anything else
+      }
+    }
+    if (this.ws.readyState === this.ws.OPEN) this.ws.send(text);
+  }
+
+  private onUpstreamClose(up: WebSocket, code: number, reason: string): void {
+    if (up !== this.upstream || this.closed) return;
+    this.upstream = undefined;
+    // The worker's session closes with 1000 (left) or 1001 (shutdown); anything else is a
+    // worker that went away under us.
+    if (code === 1000 || code === 1001) {
+      this.ws.close(code, reason);
+      return;
+    }
+    this.log.warn({ code }, 'media worker connection lost; telling the client');
+    this.send({ type: 'left', reason: 'media_worker_failed' });
+    this.ws.close(1011, 'media worker failed');
+  }
+
+  private dropUpstream(): void {
+    const up = this.upstream;
+    this.upstream = undefined;
+    this.upstreamOpen = undefined;
+    this.room = undefined;
+    this.joined = false;
+    if (up !== undefined && up.readyState <= WebSocket.OPEN) up.close(1000);
+  }
+
+  private onClientClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    // The worker's session sees a dropped socket and keeps the participant for the reconnect grace.
+    this.dropUpstream();
+  }
+
+  /** Server shutdown. */
+  close(code = 1001, reason = 'server shutdown'): void {
+    this.ws.close(code, reason);
+  }
+}

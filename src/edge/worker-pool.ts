@@ -1,0 +1,157 @@
+import { AppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import type { Config } from '../config.ts';
+import { MediaWorker } from './media-worker.ts';
+
+/** A room assigned to a worker that has not reported it yet keeps its place this long. */
+const ASSIGNMENT_GRACE_MS = 10_000;
+/** Restart delays after a worker dies: doubling from the first to the last. */
+const RESTART_DELAY_MS = [500, 30_000] as const;
+
+interface Assignment {
+  worker: MediaWorker;
+  at: number;
+}
+
+/**
+ * The media workers behind the edge, and which room lives in which. A room lives in one
+ * worker for its whole life: the first request for it goes to the least-loaded worker
+ * and every later one follows. A worker that dies loses only its rooms; the pool starts a
+ * replacement and new rooms (including ones that were on the dead worker) go elsewhere.
+ */
+export class WorkerPool {
+  private readonly slots: (MediaWorker | undefined)[];
+  private readonly rooms = new Map<string, Assignment>();
+  /** Joins sent to a worker since its last load report, so a burst spreads out. */
+  private readonly sentSinceReport = new Map<MediaWorker, number>();
+  private readonly restartTimers = new Set<NodeJS.Timeout>();
+  private readonly config: Config;
+  private readonly log: Logger;
+  private closed = false;
+  restarts = 0;
+
+  private constructor(config: Config, log: Logger) {
+    this.config = config;
+    this.log = log;
+    this.slots = new Array<MediaWorker | undefined>(config.mediaWorkers).fill(undefined);
+  }
+
+  static async start(config: Config, log: Logger): Promise<WorkerPool> {
+    const pool = new WorkerPool(config, log);
+    try {
+      await Promise.all(pool.slots.map((_, i) => pool.startSlot(i)));
+    } catch (err) {
+      await pool.close();
+      throw err;
+    }
+    return pool;
+  }
+
+  /** Worker i's share of the configured UDP port range, so workers never compete for a port. */
+  private portRange(i: number): [number, number] | undefined {
+    const range = this.config.rtc.portRange;
+    if (range === undefined) return undefined;
+    const per = Math.floor((range[1] - range[0] + 1) / this.slots.length);
+    if (per < 2) throw new Error(`SCV_RTC_PORT_MIN..MAX holds too few ports for ${this.slots.length} media workers`);
+    return [range[0] + i * per, range[0] + (i + 1) * per - 1];
+  }
+
+  private async startSlot(i: number): Promise<void> {
+    const w = await MediaWorker.start(i, this.config, this.portRange(i), this.log);
+    if (this.closed) {
+      await w.close();
+      return;
+    }
+    this.slots[i] = w;
+    w.on('load', () => this.onLoad(w));
+    w.once('exit', (expected) => {
+      if (this.slots[i] === w) this.slots[i] = undefined;
+      this.sentSinceReport.delete(w);
+      for (const [room, a] of this.rooms) if (a.worker === w) this.rooms.delete(room);
+      if (!expected && !this.closed) this.scheduleRestart(i, RESTART_DELAY_MS[0]);
+    });
+    this.log.info({ worker: i, pid: w.pid, url: w.httpUrl }, 'media worker started');
+  }
+
+  private scheduleRestart(i: number, delayMs: number): void {
+    const timer = setTimeout(() => {
+      this.restartTimers.delete(timer);
+      if (this.closed) return;
+      this.restarts++;
+      this.startSlot(i).catch((err: unknown) => {
+        this.log.error({ worker: i, err: (err as Error).message }, 'media worker restart failed');
+        this.scheduleRestart(i, Math.min(delayMs * 2, RESTART_DELAY_MS[1]));
+      });
+    }, delayMs);
+    this.restartTimers.add(timer);
+  }
+
+  private onLoad(w: MediaWorker): void {
+    this.sentSinceReport.delete(w);
+    const now = Date.now();
+    for (const room of w.rooms) {
+      const a = this.rooms.get(room);
+      if (a === undefined) this.rooms.set(room, { worker: w, at: now });
+      else if (a.worker !== w) this.log.error({ room, worker: w.index, assigned: a.worker.index }, 'room open on two media workers');
+    }
+    for (const [room, a] of this.rooms) {
+      if (a.worker === w && !w.rooms.has(room) && now - a.at > ASSIGNMENT_GRACE_MS) this.rooms.delete(room);
+    }
+  }
+
+  /** Serving workers. */
+  workers(): MediaWorker[] {
+    return this.slots.filter((w): w is MediaWorker => w?.state === 'ready');
+  }
+
+  /** Every slot, serving or not (health). */
+  slotStates(): { index: number; state: string; pid: number | undefined; rooms: number; participants: number }[] {
+    return this.slots.map((w, index) => ({
+      index,
+      state: w?.state ?? 'restarting',
+      pid: w?.pid,
+      rooms: w?.rooms.size ?? 0,
+      participants: w?.participants ?? 0,
+    }));
+  }
+
+  /** The worker that has `room`, if any. */
+  find(room: string): MediaWorker | undefined {
+    const a = this.rooms.get(room);
+    return a?.worker.state === 'ready' ? a.worker : undefined;
+  }
+
+  /** The worker for a request that may create `room`: where it lives, else the least loaded. */
+  assign(room: string): MediaWorker {
+    const found = this.find(room);
+    if (found !== undefined) return found;
+    const w = this.leastLoaded();
+    this.rooms.set(room, { worker: w, at: Date.now() });
+    this.sentSinceReport.set(w, (this.sentSinceReport.get(w) ?? 0) + 1);
+    this.log.info({ room, worker: w.index }, 'room assigned to media worker');
+    return w;
+  }
+
+  /** Any serving worker, for requests that name no room (they all share the recordings folder). */
+  leastLoaded(): MediaWorker {
+    let best: MediaWorker | undefined;
+    let bestScore = Infinity;
+    for (const w of this.workers()) {
+      const score = w.participants + w.rooms.size + (this.sentSinceReport.get(w) ?? 0);
+      if (score < bestScore) {
+        best = w;
+        bestScore = score;
+      }
+    }
+    if (best === undefined) throw new AppError('MEDIA_UNAVAILABLE', 'no media worker is available; try again shortly');
+    return best;
+  }
+
+  /** Stops every worker (their rooms close as on a server shutdown); idempotent. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.restartTimers) clearTimeout(t);
+    this.restartTimers.clear();
+    await Promise.all(this.slots.map((w) => w?.close()));
+  }
+}

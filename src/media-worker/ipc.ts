@@ -1,0 +1,22 @@
+import type { MetricObjectWithValues, MetricValue } from 'prom-client';
+import type { Config } from '../config.ts';
+
+/**
+ * The IPC channel between the edge and one media worker process. Signaling and HTTP go
+ * over the worker's loopback HTTP port; this channel carries only what the edge needs to
+ * run the pool: start-up, load, metrics and stop.
+ */
+export type EdgeToWorker =
+  /** The edge's parsed config; the worker overrides its HTTP address, ports and worker count. */
+  | { type: 'start'; index: number; config: Config; portRange: [number, number] | undefined }
+  | { type: 'metrics'; id: number }
+  | { type: 'stop' };
+
+export type WorkerToEdge =
+  | { type: 'ready'; httpUrl: string; wsUrl: string }
+  /** Sent when the rooms or the participant count change. */
+  | { type: 'load'; rooms: string[]; participants: number }
+  | { type: 'metrics'; id: number; metrics: MetricObjectWithValues<MetricValue<string>>[] };
+
+/** How often a worker looks for load changes to report. */
+export const LOAD_REPORT_INTERVAL_MS = 250;

@@ -1,0 +1,64 @@
+/**
+ * A media worker process, forked by the edge (src/edge/media-worker.ts): a whole node
+ * (src/service.ts) on a loopback HTTP port, serving the rooms the edge sends it. It
+ * reports its load over IPC and exits when told to stop or when the edge goes away.
+ */
+import { createLogger } from '../common/logger.ts';
+import { startService, type Service } from '../service.ts';
+import { type EdgeToWorker, LOAD_REPORT_INTERVAL_MS, type WorkerToEdge } from './ipc.ts';
+
+const send = (msg: WorkerToEdge) => {
+  if (process.connected) process.send!(msg);
+};
+
+let service: Service | undefined;
+let stopping = false;
+
+async function stop(code: number): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  await service?.close();
+  process.exit(code);
+}
+
+async function start(msg: Extract<EdgeToWorker, { type: 'start' }>): Promise<void> {
+  const config = {
+    ...msg.config,
+    http: { host: '127.0.0.1', port: 0 },
+    rtc: { ...msg.config.rtc, portRange: msg.portRange },
+    mediaWorkers: 0,
+  };
+  const log = createLogger(config.logLevel).child({ worker: msg.index });
+  service = await startService(config, { log, web: false });
+  const sfu = service.sfu;
+  let last = '';
+  setInterval(() => {
+    const load = { rooms: sfu.listRooms().map((r) => r.name), participants: sfu.participantCount() };
+    const key = JSON.stringify(load);
+    if (key === last) return;
+    last = key;
+    send({ type: 'load', ...load });
+  }, LOAD_REPORT_INTERVAL_MS).unref();
+  send({ type: 'ready', httpUrl: service.httpUrl, wsUrl: service.wsUrl });
+  log.info({ url: service.httpUrl }, 'media worker ready');
+}
+
+process.on('message', (msg: EdgeToWorker) => {
+  switch (msg.type) {
+    case 'start':
+      start(msg).catch((err: unknown) => {
+        process.stderr.write(`media worker ${msg.index} failed to start: ${(err as Error).stack ?? String(err)}\n`);
+        process.exit(1);
+      });
+      return;
+    case 'metrics':
+      service?.metrics.getMetricsAsJSON().then((metrics) => send({ type: 'metrics', id: msg.id, metrics }));
+      return;
+    case 'stop':
+      void stop(0);
+      return;
+  }
+});
+// The edge is gone (crashed or killed): nobody can reach our rooms any more.
+process.on('disconnect', () => void stop(0));
+for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void stop(0));
