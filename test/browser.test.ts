@@ -5,6 +5,8 @@
  * (on a camera with enough detail to fill it),
  * mutes are seen and stop the media, a dropped WebSocket recovers (resumed, and rebuilt
  * after the grace), the remote tiles are not blank, and failures get a clear message.
+ * Behind the edge (browser.edge.test.ts) also: the room's media worker dies and the pages
+ * rejoin on a live one.
  *
  * Two cores run the SFU and every page: at most four pages at once, 640×480, and every
  * assertion is on growth of counters, not on rates.
@@ -184,6 +186,19 @@ describe('a call in the browser', () => {
     await Promise.all([assertReceives(bob, 'Alice'), assertReceives(alice, 'Bob')]);
     assert.equal(await tileCount(bob, 'alice'), 1, 'Bob shows one tile for Alice, not a stale one');
   });
+
+  // Only behind the edge (browser.edge.test.ts): in-process media has no worker to lose.
+  if (process.env.TEST_EDGE_WORKERS !== undefined) {
+    test("the room's media worker dies: both pages rejoin on a live worker and decode each other again", async () => {
+      const sids = await Promise.all([alice.localSid(), bob.localSid()]);
+      (svc.service as EdgeService).pool.find('call')!.kill('SIGKILL');
+      for (const [p, sid] of [[alice, sids[0]], [bob, sids[1]]] as const) {
+        await eventually(async () => (await p.state()) === 'connected' && (await p.localSid()) !== sid, `${p.name} to rejoin`, 30_000);
+      }
+      await Promise.all([assertReceives(bob, 'Alice'), assertReceives(alice, 'Bob')]);
+      assert.equal(await tileCount(bob, 'alice'), 1, 'Bob shows one tile for Alice, not a stale one');
+    });
+  }
 
   test('a screenshot of the call page is kept, and the remote tile is not blank', async (t) => {
     await assertReceives(bob, 'Alice');
