@@ -54,6 +54,14 @@ const RawConfig = z
     EMPTY_ROOM_TIMEOUT: z.coerce.number().min(0).default(30),
     /** Seconds a participant whose WebSocket dropped may take to come back before removal. */
     RECONNECT_GRACE: z.coerce.number().min(0).default(15),
+    /**
+     * Event-loop utilization (0-1] from which a media process sheds subscriber video
+     * (src/sfu/overload-guard.ts); `off` never sheds.
+     */
+    OVERLOAD_UTILIZATION: z
+      .union([z.literal('off'), z.coerce.number().gt(0).max(1)])
+      .default(0.9)
+      .transform((v) => (v === 'off' ? undefined : v)),
     /** Largest signaling message accepted, in bytes. */
     MAX_MESSAGE_BYTES: z.coerce.number().int().positive().default(256 * 1024),
     /** Where recordings are written, one folder per recording. */
@@ -110,6 +118,8 @@ export interface Config {
     emptyRoomTimeoutMs: number;
     reconnectGraceMs: number;
     maxMessageBytes: number;
+    /** Event-loop utilization from which video forwarding is shed; undefined = never. */
+    overloadUtilization: number | undefined;
   };
   /** Media worker processes behind the signaling edge; 0 = media runs in the edge's process. */
   mediaWorkers: number;
@@ -178,6 +188,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       emptyRoomTimeoutMs: c.EMPTY_ROOM_TIMEOUT * 1000,
       reconnectGraceMs: c.RECONNECT_GRACE * 1000,
       maxMessageBytes: c.MAX_MESSAGE_BYTES,
+      overloadUtilization: c.OVERLOAD_UTILIZATION,
     },
     mediaWorkers: c.MEDIA_WORKERS,
     logLevel: c.LOG_LEVEL,

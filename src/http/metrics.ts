@@ -18,6 +18,7 @@ export function createMetrics(sfu: Sfu): Registry {
   gauge('scv_rooms', 'Rooms open on this node', () => sfu.roomCount);
   gauge('scv_participants', 'Participants connected on this node', () => sfu.participantCount());
   gauge('scv_published_tracks', 'Tracks being published', () => sfu.publishedTrackCount());
+  gauge('scv_overload_shed_ratio', 'Share of video subscriptions not forwarded because the process is overloaded (0-1)', () => sfu.overload.shedRatio);
   const counter = (name: string, help: string, key: keyof MediaStats) =>
     new Counter({
       name,
@@ -32,7 +33,8 @@ export function createMetrics(sfu: Sfu): Registry {
   counter('scv_rtp_bytes_received_total', 'RTP payload bytes received from publishers', 'bytesReceived');
   counter('scv_rtp_packets_forwarded_total', 'RTP packets forwarded to subscribers', 'packetsForwarded');
   counter('scv_rtp_bytes_forwarded_total', 'RTP payload bytes forwarded to subscribers', 'bytesForwarded');
-  counter('scv_rtp_packets_dropped_total', 'Packets not forwarded to a subscriber (not connected, waiting for keyframe, stale)', 'packetsDropped');
+  counter('scv_rtp_packets_dropped_total', 'Packets not forwarded to a subscriber (not connected, waiting for keyframe, stale, shed under overload)', 'packetsDropped');
+  counter('scv_rtp_packets_shed_total', 'Video packets not forwarded to a subscriber because the process was overloaded', 'packetsShed');
   counter('scv_nacks_received_total', 'NACK feedback packets received from subscribers', 'nacksReceived');
   counter('scv_nacks_sent_total', 'NACK feedback packets sent to publishers', 'nacksSent');
   counter('scv_plis_received_total', 'PLI feedback received from subscribers', 'plisReceived');

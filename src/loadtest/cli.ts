@@ -76,6 +76,8 @@ async function main(opts: Options): Promise<void> {
       SCV_MAX_ROOMS: String(Math.max(1000, opts.rooms)),
       // Only loopback candidates, even when run with --no-netns outside a namespace.
       SCV_RTC_INTERFACES: '127.0.0.1',
+      // The load's own peers share this event loop: its utilization says nothing about the SFU.
+      SCV_OVERLOAD_UTILIZATION: 'off',
     });
     try {
       service = await startService(config);

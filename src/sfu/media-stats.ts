@@ -9,6 +9,8 @@ export class MediaStats {
   bytesForwarded = 0;
   /** Packets not forwarded to a subscriber: transport not ready, waiting for a keyframe, stale. */
   packetsDropped = 0;
+  /** Of those, video not forwarded because the process could not keep up (OverloadGuard). */
+  packetsShed = 0;
   nacksReceived = 0;
   /** NACKs werift's receiver sent to publishers for packets lost on the way in. */
   nacksSent = 0;

@@ -9,6 +9,7 @@ import type { IceCandidateInit, LeaveReason, ParticipantInfo, ServerMessage, Tar
 import { DownTrack } from './down-track.ts';
 import { subscriberCodec } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
+import type { OverloadGuard } from './overload-guard.ts';
 import { PublishedTrack, type TrackSource } from './published-track.ts';
 import { RtcTransport } from './rtc-transport.ts';
 import { receives, sends, type MediaSection } from './sdp.ts';
@@ -37,6 +38,8 @@ export interface ParticipantOptions {
   kind: ParticipantKind;
   rtc: Config['rtc'];
   stats: MediaStats;
+  /** The Sfu's: what its subscriptions shed under overload. */
+  overload: OverloadGuard;
   log: Logger;
   /** Seconds-based grace for a dropped WebSocket, from config. */
   reconnectGraceMs: number;
@@ -55,6 +58,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
   readonly log: Logger;
   private readonly rtc: Config['rtc'];
   private readonly stats: MediaStats;
+  private readonly overload: OverloadGuard;
   private readonly reconnectGraceMs: number;
   private publisher: RtcTransport | undefined;
   private subscriber: RtcTransport | undefined;
@@ -78,6 +82,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     this.kind = opts.kind;
     this.rtc = opts.rtc;
     this.stats = opts.stats;
+    this.overload = opts.overload;
     this.reconnectGraceMs = opts.reconnectGraceMs;
     this.log = opts.log.child({ participant: this.identity, participantSid: this.sid });
   }
@@ -240,7 +245,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
   private attachDownTrack(track: PublishedTrack, t: RTCRtpTransceiver): void {
     t.setCodecPreferences([subscriberCodec(track.codec)]);
     t.sender.streamId = track.ownerSid;
-    const dt = new DownTrack(track, t, this.sid, this.stats);
+    const dt = new DownTrack(track, t, this.sid, this.stats, this.overload);
     this.downTracks.set(track.sid, dt);
     track.addDownTrack(dt);
   }

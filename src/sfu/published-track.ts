@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { RtpHeader, RtpPacket, type MediaStreamTrack, type RTCRtpCodecParameters, type RTCRtpTransceiver } from 'werift';
+import { type MediaStreamTrack, type RtpPacket, type RTCRtpCodecParameters, type RTCRtpTransceiver } from 'werift';
 import type { TrackInfo } from '../signaling/messages.ts';
-import type { DownTrack } from './down-track.ts';
+import type { DownTrack, ForwardedPacket } from './down-track.ts';
 import { isKeyframe } from './keyframe.ts';
 import { codecNameOf } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
@@ -40,6 +40,16 @@ export class PublishedTrack {
   private padding = new PaddingRemover();
   private lastKeyframeRequest = 0;
   private closed = false;
+  /** Handed to every DownTrack in turn, refilled per packet: nothing is allocated per subscriber. */
+  private readonly forwarded: ForwardedPacket = {
+    payload: Buffer.alloc(0),
+    marker: false,
+    ssrc: 0,
+    sequenceNumber: 0,
+    timestamp: 0,
+    keyframe: false,
+    absSendTime: 0,
+  };
 
   constructor(opts: {
     ownerSid: string;
@@ -115,13 +125,16 @@ export class PublishedTrack {
     const keyframe = this.kind === 'video' && isKeyframe(this.codecName, payload);
     for (let i = 0; i < sinks.length; i++) sinks[i]!(rtp, keyframe);
     if (list.length === 0) return;
-    // Extensions are dropped: the publisher's ids mean nothing on the subscriber's session.
-    const template = new RtpPacket(
-      new RtpHeader({ marker: header.marker, payloadType: header.payloadType, sequenceNumber, timestamp: header.timestamp, ssrc: header.ssrc }),
-      payload,
-    );
-    const { ssrc, timestamp } = header;
-    for (let i = 0; i < list.length; i++) list[i]!.write(template, ssrc, sequenceNumber, timestamp, keyframe);
+    const p = this.forwarded;
+    p.payload = payload;
+    p.marker = header.marker;
+    p.ssrc = header.ssrc;
+    p.sequenceNumber = sequenceNumber;
+    p.timestamp = header.timestamp;
+    p.keyframe = keyframe;
+    // abs-send-time: seconds in 6.18 fixed point, modulo 64 s; one clock read for all subscribers.
+    p.absSendTime = Math.floor(((performance.timeOrigin + performance.now()) / 1000) * 262144) % 0x1000000;
+    for (let i = 0; i < list.length; i++) list[i]!.write(p);
   }
 
   /** Throttled PLI to the publisher. */

@@ -3,6 +3,7 @@ import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
 import { MediaStats } from './media-stats.ts';
+import { OverloadGuard } from './overload-guard.ts';
 import { Participant, type ParticipantKind } from './participant.ts';
 import { Room, type RoomOptions } from './room.ts';
 
@@ -12,6 +13,7 @@ import { Room, type RoomOptions } from './room.ts';
  */
 export class Sfu {
   readonly stats = new MediaStats();
+  readonly overload: OverloadGuard;
   private readonly rooms = new Map<string, Room>();
   private readonly config: Config;
   private readonly log: Logger;
@@ -20,6 +22,7 @@ export class Sfu {
   constructor(config: Config, log: Logger) {
     this.config = config;
     this.log = log;
+    this.overload = new OverloadGuard(config.limits.overloadUtilization);
   }
 
   get roomCount(): number {
@@ -82,6 +85,7 @@ export class Sfu {
       ...opts,
       rtc: this.config.rtc,
       stats: this.stats,
+      overload: this.overload,
       log: room.log,
       reconnectGraceMs: this.config.limits.reconnectGraceMs,
     });
@@ -106,5 +110,6 @@ export class Sfu {
     this.closed = true;
     for (const room of [...this.rooms.values()]) room.close('server_shutdown');
     this.rooms.clear();
+    this.overload.close();
   }
 }

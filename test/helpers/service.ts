@@ -25,9 +25,13 @@ export class TestService<S extends RunningNode = Service> {
     this.service = service;
   }
 
-  /** Media in the test's own process, so a test can look inside the SFU. */
+  /**
+   * Media in the test's own process, so a test can look inside the SFU. The test's own
+   * peers share its event loop, so the loop's utilization says nothing about the SFU:
+   * overload shedding is off unless the test asks for it.
+   */
   static async start(env: Record<string, string> = {}): Promise<TestService> {
-    return new TestService(await startService(testConfig(env)));
+    return new TestService(await startService(testConfig({ SCV_OVERLOAD_UTILIZATION: 'off', ...env })));
   }
 
   /**

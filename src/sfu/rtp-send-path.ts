@@ -1,0 +1,103 @@
+import type { Socket } from 'node:dgram';
+import type { RTCDtlsTransport } from 'werift';
+import { SrtpEncryptor } from './srtp-encryptor.ts';
+
+/** The parts of werift's transports this path reads (none of them in werift's typings). */
+interface WeriftSrtpContext {
+  profile: number;
+  srtpSessionKey: Buffer;
+  srtpSessionSalt: Buffer;
+  srtpSessionAuthTag: Buffer;
+}
+interface WeriftCandidatePair {
+  protocol: { type: string; transport?: { type: string; closed?: boolean; socket?: Socket } };
+  remoteAddr: [string, number];
+  packetsSent: number;
+  bytesSent: number;
+}
+interface WeriftIceConnection {
+  nominated: WeriftCandidatePair | undefined;
+  canSendApplicationData(): boolean;
+  send(data: Buffer): Promise<void>;
+}
+interface WeriftDtlsInternals {
+  state: string;
+  srtp: { localContext: WeriftSrtpContext } | undefined;
+  iceTransport: { connection: WeriftIceConnection };
+  bytesSent: number;
+  packetsSent: number;
+}
+
+/** One per subscriber DTLS transport, shared by its DownTracks. */
+const paths = new WeakMap<RTCDtlsTransport, RtpSendPath>();
+
+/**
+ * The SFU's own last hop for forwarded RTP: SRTP with werift's negotiated keys (our
+ * SrtpEncryptor) and a gathered `dgram` send straight on the UDP socket of the ICE
+ * transport's nominated pair. werift's generic path (`sender.sendRtp` → `dispatchRtp` →
+ * `dtlsTransport.sendRtp` → ICE `send` → `UdpTransport.send`) clones the packet, rebuilds
+ * its header extensions, serializes through a bit writer, concatenates header, payload and
+ * tag, and awaits three promises per packet; that was most of the per-packet cost.
+ * A pair that is not plain UDP (TURN, ICE-TCP) gets one concatenated buffer through
+ * werift's ICE `send`, which frames it for those transports.
+ */
+export class RtpSendPath {
+  private readonly dtls: WeriftDtlsInternals;
+  private encryptor: SrtpEncryptor | undefined;
+  /** The werift context the encryptor was made from: a new one (re-keyed DTLS) means new keys. */
+  private keysFrom: WeriftSrtpContext | undefined;
+
+  private constructor(dtls: RTCDtlsTransport) {
+    this.dtls = dtls as unknown as WeriftDtlsInternals;
+  }
+
+  static for(dtls: RTCDtlsTransport): RtpSendPath {
+    let path = paths.get(dtls);
+    if (path === undefined) {
+      path = new RtpSendPath(dtls);
+      paths.set(dtls, path);
+    }
+    return path;
+  }
+
+  /** SRTP for the current keys, or undefined before DTLS has produced them. */
+  srtp(): SrtpEncryptor | undefined {
+    const context = this.dtls.srtp?.localContext;
+    if (context === undefined) return undefined;
+    if (context !== this.keysFrom) {
+      this.keysFrom = context;
+      this.encryptor = new SrtpEncryptor({
+        profile: context.profile,
+        key: context.srtpSessionKey,
+        salt: context.srtpSessionSalt,
+        authKey: context.srtpSessionAuthTag,
+      });
+    }
+    return this.encryptor;
+  }
+
+  /**
+   * Sends one SRTP packet given as its pieces. False when the transport cannot send now
+   * (DTLS not connected, no nominated pair, ICE consent expired): the packet is not sent.
+   */
+  send(pieces: Buffer[], length: number): boolean {
+    const dtls = this.dtls;
+    if (dtls.state !== 'connected') return false;
+    const connection = dtls.iceTransport.connection;
+    const pair = connection.nominated;
+    if (pair === undefined || !connection.canSendApplicationData()) return false;
+    const transport = pair.protocol.transport;
+    if (pair.protocol.type === 'stun' && transport?.type === 'udp' && transport.socket !== undefined) {
+      if (transport.closed === true) return false;
+      transport.socket.send(pieces, pair.remoteAddr[1], pair.remoteAddr[0]);
+      // werift's candidate-pair statistics, which its ICE send would have kept.
+      pair.packetsSent++;
+      pair.bytesSent += length;
+    } else {
+      connection.send(Buffer.concat(pieces, length)).catch(() => {});
+    }
+    dtls.packetsSent++;
+    dtls.bytesSent += length;
+    return true;
+  }
+}
