@@ -150,6 +150,33 @@ test('a subscriber PLI becomes a keyframe request upstream; a NACK is answered f
   await Promise.all([pub.close({ leave: true }), sub.close({ leave: true })]);
 });
 
+test('a subscriber that asks for keyframes non-stop is backed off; another subscriber is still served', async () => {
+  const room = 'pli-storm';
+  const pub = await svc.join('pub', room);
+  const noisy = await svc.join('noisy', room);
+  const calm = await svc.join('calm', room);
+  const [video] = await pub.publishTracks([{ kind: 'video', keyframeIntervalFrames: 100_000 }]);
+  const noisyRec = await noisy.waitForTrackFrom('pub', 'video', { minPackets: 30, minKeyframes: 1 });
+  const calmRec = await calm.waitForTrackFrom('pub', 'video', { minPackets: 30, minKeyframes: 1 });
+  await sleep(600);
+  const before = video!.plisReceived;
+  // What a Chromium that cannot decode does: ~10 PLIs a second, here for 4 s.
+  for (let i = 0; i < 40; i++) {
+    await noisy.sendPli(noisyRec.trackSid);
+    await sleep(100);
+  }
+  const fromStorm = video!.plisReceived - before;
+  assert.ok(fromStorm >= 2 && fromStorm <= 4, `40 PLIs in 4 s reached the publisher ${fromStorm} times (backoff 0.5, 1, 2 s)`);
+  // The other subscriber's request is not held back by the noisy one's backoff.
+  await sleep(600);
+  const calmBefore = video!.plisReceived;
+  const keyframes = calmRec.keyframes;
+  await calm.sendPli(calmRec.trackSid);
+  await eventually(() => video!.plisReceived > calmBefore, "calm's PLI at the publisher");
+  await eventually(() => calmRec.keyframes > keyframes, 'a new keyframe at calm');
+  await Promise.all([pub, noisy, calm].map((c) => c.close({ leave: true })));
+});
+
 test('a publisher gets transport-wide congestion control feedback', async () => {
   const room = 'twcc';
   const pub = await svc.join('pub', room);

@@ -1,5 +1,6 @@
 import { ntpTime, type RTCRtpSender, type RTCRtpTransceiver } from 'werift';
 import type { MediaStats } from './media-stats.ts';
+import { KeyframeRequestGate } from './keyframe-request-gate.ts';
 import type { OverloadGuard } from './overload-guard.ts';
 import type { PublishedTrack } from './published-track.ts';
 import { RtpSendPath } from './rtp-send-path.ts';
@@ -72,6 +73,7 @@ export class DownTrack {
   private readonly stats: MediaStats;
   private readonly sender: SenderInternals;
   private readonly guard: OverloadGuard;
+  private readonly keyframeGate = new KeyframeRequestGate();
   /** Fixed position in the shedding order (see OverloadGuard). */
   private readonly shedRank = Math.random();
   private closed = false;
@@ -106,7 +108,7 @@ export class DownTrack {
     this.needKeyframe = track.kind === 'video';
     transceiver.sender.onPictureLossIndication.subscribe(() => {
       this.stats.plisReceived++;
-      this.track.requestKeyframe();
+      this.requestKeyframe();
     });
     transceiver.sender.onGenericNack.subscribe((nack) => {
       this.stats.nacksReceived++;
@@ -116,7 +118,7 @@ export class DownTrack {
       // werift surfaces FIR only as a raw payload-specific feedback packet (PT 206, FMT 4).
       if (packet.type === 206 && (packet as { feedback?: { count?: number } }).feedback?.count === 4) {
         this.stats.firsReceived++;
-        this.track.requestKeyframe();
+        this.requestKeyframe();
       }
     });
   }
@@ -219,6 +221,11 @@ export class DownTrack {
       void sender.runRtcp();
     }
     return true;
+  }
+
+  /** The subscriber's PLI/FIR, backed off while it keeps asking (see KeyframeRequestGate). */
+  private requestKeyframe(): void {
+    if (this.keyframeGate.pass(Date.now())) this.track.requestKeyframe();
   }
 
   /** Resends a packet the subscriber NACKed, byte-identical to the first time, if still held. */
