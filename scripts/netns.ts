@@ -14,7 +14,7 @@
  * Both throw `NetnsError` with an explanation (what is missing, what it needs) instead of
  * printing and exiting, so each caller reports it its own way.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -74,6 +74,30 @@ export interface ReexecOptions {
 }
 
 /**
+ * Passes SIGINT and SIGTERM sent to this process on to `child` until the returned function
+ * is called. A terminal's Ctrl-C reaches the whole process group (the child too); this
+ * covers signals sent to this process alone.
+ */
+export function forwardSignals(child: ChildProcess): () => void {
+  const forward = (sig: NodeJS.Signals) => {
+    if (child.exitCode === null && child.signalCode === null) child.kill(sig);
+  };
+  const onInt = () => forward('SIGINT');
+  const onTerm = () => forward('SIGTERM');
+  process.on('SIGINT', onInt);
+  process.on('SIGTERM', onTerm);
+  return () => {
+    process.off('SIGINT', onInt);
+    process.off('SIGTERM', onTerm);
+  };
+}
+
+/** A child's exit as a shell reports it: its code, or 128 + n for signal n. */
+export function exitCodeOf(code: number | null, signal: NodeJS.Signals | null): number {
+  return code ?? 128 + (signal === null ? 0 : (os.constants.signals[signal] ?? 0));
+}
+
+/**
  * Runs `node [execArgv] script args` under `unshare -n` with `marker=1`, stdio inherited,
  * SIGINT/SIGTERM forwarded. Resolves with the child's exit code (128 + n for signal n).
  */
@@ -84,27 +108,14 @@ export function reexecInNetns(opts: ReexecOptions): Promise<number> {
   const argv = ['-n', '--', process.execPath, ...process.execArgv, script, ...(opts.args ?? process.argv.slice(2))];
   return new Promise((resolve, reject) => {
     const child = spawn(unshare, argv, { stdio: 'inherit', env: { ...process.env, ...opts.env, [opts.marker]: '1' } });
-    const forward = (sig: NodeJS.Signals) => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
-    };
-    // A terminal's Ctrl-C reaches the whole process group (the child too); forwarding
-    // covers signals sent to this process alone.
-    const onInt = () => forward('SIGINT');
-    const onTerm = () => forward('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
-    const done = () => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
-    };
+    const done = forwardSignals(child);
     child.on('error', (err) => {
       done();
       reject(new NetnsError(`cannot run "${unshare}": ${err.message}`));
     });
     child.on('close', (code, signal) => {
       done();
-      if (code !== null) resolve(code);
-      else resolve(128 + (signal === null ? 0 : (os.constants.signals[signal] ?? 0)));
+      resolve(exitCodeOf(code, signal));
     });
   });
 }

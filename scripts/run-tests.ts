@@ -24,10 +24,9 @@
  */
 import { spawn } from 'node:child_process';
 import { existsSync, globSync, statSync } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bringUpLoopback, findUnshare } from './netns.ts';
+import { bringUpLoopback, exitCodeOf, findUnshare, forwardSignals } from './netns.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const self = fileURLToPath(import.meta.url);
@@ -47,13 +46,7 @@ function fail(message: string): never {
 function run(cmd: string, argv: string[], env: NodeJS.ProcessEnv, opts: { reorderSummary?: boolean } = {}): Promise<number> {
   return new Promise((resolve) => {
     const child = spawn(cmd, argv, { stdio: ['inherit', opts.reorderSummary ? 'pipe' : 'inherit', 'inherit'], env, cwd: root });
-    const forward = (sig: NodeJS.Signals) => {
-      if (child.exitCode === null && child.signalCode === null) child.kill(sig);
-    };
-    const onInt = () => forward('SIGINT');
-    const onTerm = () => forward('SIGTERM');
-    process.on('SIGINT', onInt);
-    process.on('SIGTERM', onTerm);
+    const stopForwarding = forwardSignals(child);
     const held: string[] = [];
     let holding = false;
     let partial = '';
@@ -75,21 +68,18 @@ function run(cmd: string, argv: string[], env: NodeJS.ProcessEnv, opts: { reorde
       for (const line of lines) emitLine(line);
     });
     child.on('error', (err: NodeJS.ErrnoException) => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      stopForwarding();
       if (err.code === 'ENOENT') fail(`cannot run "${cmd}": not found`);
       fail(`cannot run "${cmd}": ${err.message}`);
     });
     // 'close' (not 'exit'): all of the child's output has been read by then.
     child.on('close', (code, signal) => {
-      process.off('SIGINT', onInt);
-      process.off('SIGTERM', onTerm);
+      stopForwarding();
       if (partial !== '') emitLine(partial);
       if (held.length > 0) {
         process.stdout.write(`${held.join('\n')}\n`);
       }
-      if (code !== null) resolve(code);
-      else resolve(128 + (signal === null ? 0 : (os.constants.signals[signal] ?? 0)));
+      resolve(exitCodeOf(code, signal));
     });
   });
 }

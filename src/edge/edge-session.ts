@@ -1,12 +1,13 @@
 import type { WebSocket as ClientSocket } from 'ws';
 import type { TokenService } from '../auth/tokens.ts';
-import { AppError, toAppError } from '../common/errors.ts';
+import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
+import { sendError, sendMessage } from '../signaling/client-socket.ts';
 import { verifyJoin } from '../signaling/join-token.ts';
 import { keepAlive } from '../signaling/keepalive.ts';
 import type { ServerMessage } from '../signaling/messages.ts';
-import { errorMessage, parseClientMessage, type RequestId } from '../signaling/parse-message.ts';
+import { parseClientMessage, type RequestId } from '../signaling/parse-message.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
 export interface EdgeSessionDeps {
@@ -52,13 +53,11 @@ export class EdgeSession {
   }
 
   private send(msg: ServerMessage): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(msg));
+    sendMessage(this.ws, msg);
   }
 
   private sendError(id: RequestId, err: unknown): void {
-    const e = toAppError(err);
-    if (e.code === 'INTERNAL') this.log.error({ err }, 'edge signaling request failed');
-    this.send(errorMessage(id, e));
+    sendError(this.ws, this.log, id, err);
   }
 
   private async onFrame(frame: Frame): Promise<void> {

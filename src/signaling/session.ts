@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import type { TokenService } from '../auth/tokens.ts';
-import { AppError, toAppError } from '../common/errors.ts';
+import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
 import { iceServersFor } from '../auth/ice-servers.ts';
@@ -8,9 +8,10 @@ import type { Participant } from '../sfu/participant.ts';
 import type { RecordingManager } from '../recording/recording-manager.ts';
 import type { Sfu } from '../sfu/sfu.ts';
 import { type ClientMessage, type LeaveReason, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
+import { sendError, sendMessage } from './client-socket.ts';
 import { verifyJoin } from './join-token.ts';
 import { keepAlive } from './keepalive.ts';
-import { errorMessage, parseClientMessage, type RequestId } from './parse-message.ts';
+import { parseClientMessage, type RequestId } from './parse-message.ts';
 
 export interface SessionDeps {
   sfu: Sfu;
@@ -54,17 +55,15 @@ export class SignalingSession {
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('close', () => this.onClose());
     ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
-keepAlive(ws, () => this.log);
+    keepAlive(ws, () => this.log);
   }
 
   private send(msg: ServerMessage): void {
-    if (this.ws.readyState === this.ws.OPEN) this.ws.send(JSON.stringify(msg));
+    sendMessage(this.ws, msg);
   }
 
   private sendError(id: RequestId, err: unknown): void {
-    const e = toAppError(err);
-    if (e.code === 'INTERNAL') this.log.error({ err }, 'signaling request failed');
-    this.send(errorMessage(id, e));
+    sendError(this.ws, this.log, id, err);
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
