@@ -19,7 +19,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Browser } from 'playwright-core';
 import { buildWeb } from '../scripts/build-web.ts';
-import { CallPage, launchChromium, writeDetailedCameraFile } from './browser/call-page.ts';
+import { assertReceives, CallPage, launchChromium, writeDetailedCameraFile } from './browser/call-page.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import type { Service } from '../src/service.ts';
 import { eventually, sleep, TestService } from './helpers/service.ts';
@@ -50,22 +50,6 @@ async function join(room: string, name: string, on: Browser = browser): Promise<
   pages.push(p);
   await eventually(async () => (await p.state()) === 'connected', `${name} to connect`, 15_000);
   return p;
-}
-
-/** `rx` decodes `from`'s video (frames grow by `minFrames`, width > 0) and receives audio packets. */
-async function assertReceives(rx: CallPage, from: string, minFrames = 10, timeoutMs = 20_000): Promise<void> {
-  const start = await rx.received(from);
-  const f0 = start.video?.frames ?? 0;
-  const a0 = start.audio?.packets ?? 0;
-  let last = start;
-  await eventually(
-    async () => {
-      last = await rx.received(from);
-      return (last.video?.frames ?? 0) >= f0 + minFrames && (last.video?.frameWidth ?? 0) > 0 && (last.audio?.packets ?? 0) >= a0 + 20;
-    },
-    `${rx.name} to decode ${from}'s video and receive their audio (start ${JSON.stringify(start)}, last ${JSON.stringify(last)})`,
-    timeoutMs,
-  );
 }
 
 describe("a publisher's uplink", () => {

@@ -29,8 +29,9 @@ import type { Browser } from 'playwright-core';
 import type { RtpPacket } from 'werift';
 import { clearBytes, DecryptError, decryptFrame, deriveKey } from '../client/e2ee/frame-crypto.ts';
 import { buildWeb } from '../scripts/build-web.ts';
-import { CallPage, launchChromium } from './browser/call-page.ts';
+import { assertReceives, CallPage, launchChromium } from './browser/call-page.ts';
 import { TestClient, type RemoteTrack } from './helpers/client.ts';
+import { probeRecording } from './helpers/recording-probe.ts';
 import { eventually, sleep, TestService } from './helpers/service.ts';
 
 const run = promisify(execFile);
@@ -68,23 +69,6 @@ async function close(p: CallPage): Promise<void> {
   pages.splice(pages.indexOf(p), 1);
 }
 
-/** `rx` decodes `from`'s video (frames grow by `minFrames`, width > 0) and receives audio packets. */
-async function assertReceives(rx: CallPage, from: string, minFrames = 10, timeoutMs = 20_000): Promise<{ frames: number; width: number }> {
-  const start = await rx.received(from);
-  const f0 = start.video?.frames ?? 0;
-  const a0 = start.audio?.packets ?? 0;
-  let last = start;
-  await eventually(
-    async () => {
-      last = await rx.received(from);
-      return (last.video?.frames ?? 0) >= f0 + minFrames && (last.video?.frameWidth ?? 0) > 0 && (last.audio?.packets ?? 0) >= a0 + 20;
-    },
-    `${rx.name} to decode ${from}'s video and receive their audio (start ${JSON.stringify(start)}, last ${JSON.stringify(last)})`,
-    timeoutMs,
-  );
-  return { frames: last.video?.frames ?? 0, width: last.video?.frameWidth ?? 0 };
-}
-
 /** The identity a page's participant got (the page derives it from the name, plus a random tail). */
 async function identityOf(p: CallPage, seenBy: CallPage): Promise<string> {
   let identity: string | undefined;
@@ -96,11 +80,6 @@ async function identityOf(p: CallPage, seenBy: CallPage): Promise<string> {
 }
 
 // ---- recording ---------------------------------------------------------------------------
-
-interface Probe {
-  streams: { codec_name: string; codec_type: string; nb_read_frames?: string; width?: number; height?: number }[];
-  format: { duration: string };
-}
 
 /** Per stream: packets, first and last timestamp (s), and the largest gap between packets (s). */
 async function packetTimes(path: string): Promise<string> {
@@ -121,11 +100,6 @@ async function packetTimes(path: string): Promise<string> {
       return `stream ${stream}: ${ts.length} packets ${ts[0]?.toFixed(3)}…${ts[ts.length - 1]?.toFixed(3)} s, largest gap ${gap.toFixed(3)} s`;
     })
     .join('; ');
-}
-
-async function ffprobe(path: string): Promise<Probe> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-count_frames', '-show_streams', '-show_format', '-of', 'json', path]);
-  return JSON.parse(stdout) as Probe;
 }
 
 /**
@@ -238,23 +212,13 @@ describe('recording a call of Chromium pages', () => {
     for (const f of meta.files as { identity: string; file: string; startedAt: string; endedAt: string; codecs: string[] }[]) {
       const page = byPrefix(f.identity)!;
       assert.deepEqual([...f.codecs].sort(), ['opus', 'vp8'], `${f.file}: codecs ${f.codecs}`);
-      const probe = await ffprobe(join(dir, id, f.file));
-      const video = probe.streams.find((s) => s.codec_type === 'video');
-      const audio = probe.streams.find((s) => s.codec_type === 'audio');
-      assert.equal(video?.codec_name, 'vp8', `${f.file}: ${JSON.stringify(probe.streams)}`);
-      assert.equal(audio?.codec_name, 'opus', `${f.file}: ${JSON.stringify(probe.streams)}`);
-      const from = Date.parse(f.startedAt);
-      const to = Date.parse(f.endedAt);
-      const truth = (to - from) / 1000;
-      const duration = Number(probe.format.duration);
+      const { duration, truth, from, to, videoFrames: decoded, audioFrames } = await probeRecording(join(dir, id, f.file), f);
       const sent = counter.between(page, 'sent', from, to);
       // The control: what the other pages' decoders made of the same publisher in that span.
       const control = [alice, bob, carol]
         .filter((p) => p !== page)
         .map((p) => `${p.name} ${counter.between(p, `from:${page.name}`, from, to).toFixed(0)}`)
         .join(', ');
-      const decoded = Number(video!.nb_read_frames);
-      const audioFrames = Number(audio!.nb_read_frames);
       t.diagnostic(
         `${page.name}: ${f.file} duration ${duration.toFixed(2)} s (metadata ${truth.toFixed(2)} s), video ${decoded} frames decoded of ${sent.toFixed(0)} sent (${((100 * decoded) / sent).toFixed(0)}%; decoded in that span by ${control}), audio ${audioFrames} frames`,
       );

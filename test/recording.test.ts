@@ -4,17 +4,15 @@
  * the way; shutdown mid-recording; end-to-end encrypted rooms refuse to be recorded.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
 import type { TestClient } from './helpers/client.ts';
 import { FfmpegSource } from './helpers/ffmpeg-source.ts';
+import { probeRecording } from './helpers/recording-probe.ts';
 import { eventually, sleep, TestService } from './helpers/service.ts';
 
-const run = promisify(execFile);
 let svc: TestService;
 let dir: string;
 const sources: FfmpegSource[] = [];
@@ -43,16 +41,6 @@ async function publisher(identity: string, room: string): Promise<{ client: Test
     (kind === 'video' ? video! : audio!).transceiver.sender.sendRtp(rtp).catch(() => {});
   });
   return { client, frameTimes, source };
-}
-
-interface Probe {
-  streams: { codec_name: string; codec_type: string; nb_read_frames?: string }[];
-  format: { duration: string };
-}
-
-async function ffprobe(path: string): Promise<Probe> {
-  const { stdout } = await run('ffprobe', ['-v', 'error', '-count_frames', '-show_streams', '-show_format', '-of', 'json', path]);
-  return JSON.parse(stdout) as Probe;
 }
 
 const admin = async () => ({ authorization: `Bearer ${await svc.token('ops', undefined, ['admin'])}` });
@@ -89,20 +77,11 @@ test('each participant is recorded to a playable WebM, joiners and leavers inclu
     const download = await fetch(`${svc.httpUrl}/video/recordings/${id}/files/${f.file}`, { headers: recorder });
     assert.equal(download.status, 200);
     assert.equal(download.headers.get('content-type'), 'video/webm');
-    const probe = await ffprobe(join(dir, id, f.file));
-    const video = probe.streams.find((s) => s.codec_type === 'video');
-    const audio = probe.streams.find((s) => s.codec_type === 'audio');
-    assert.equal(video?.codec_name, 'vp8', `${f.file}: ${JSON.stringify(probe.streams)}`);
-    assert.equal(audio?.codec_name, 'opus', `${f.file}: ${JSON.stringify(probe.streams)}`);
-    const from = Date.parse(f.startedAt);
-    const to = Date.parse(f.endedAt);
-    const truth = (to - from) / 1000;
-    const duration = Number(probe.format.duration);
+    const { duration, truth, from, to, videoFrames: decoded, audioFrames } = await probeRecording(join(dir, id, f.file), f);
     assert.ok(Math.abs(duration - truth) <= 1, `${f.file}: duration ${duration}s vs ${truth}s recorded`);
     const sent = frames[f.identity]!.filter((t) => t >= from && t <= to).length;
-    const decoded = Number(video!.nb_read_frames);
     assert.ok(decoded >= 0.8 * sent, `${f.file}: decoded ${decoded} of ${sent} frames`);
-    assert.ok(Number(audio!.nb_read_frames) > 0, `${f.file}: audio frames`);
+    assert.ok(audioFrames > 0, `${f.file}: audio frames`);
   }
   const list = await svc.fetch('/video/recordings', { headers: recorder });
   assert.ok(list.body.recordings.some((r: { id: string }) => r.id === id));
@@ -160,7 +139,7 @@ test('a server shutdown mid-recording leaves playable files', { timeout: 60_000 
   await own.close();
   const { body } = { body: JSON.parse(await import('node:fs/promises').then((fs) => fs.readFile(join(dir, meta.id, 'recording.json'), 'utf8'))) };
   assert.equal(body.files.length, 1);
-  const probe = await ffprobe(join(dir, meta.id, body.files[0].file));
-  assert.ok(Number(probe.format.duration) >= 1.5, `duration ${probe.format.duration}`);
-  assert.ok(probe.streams.some((s) => s.codec_name === 'vp8' && Number(s.nb_read_frames) > 20), JSON.stringify(probe.streams));
+  const probe = await probeRecording(join(dir, meta.id, body.files[0].file), body.files[0]);
+  assert.ok(probe.duration >= 1.5, `duration ${probe.duration}`);
+  assert.ok(probe.videoFrames > 20, `video frames ${probe.videoFrames}`);
 });

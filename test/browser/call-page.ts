@@ -7,6 +7,7 @@
 import { spawnSync } from 'node:child_process';
 import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from 'playwright-core';
 import type { ParticipantStats, TrackStats } from '../../client/stats.ts';
+import { eventually } from '../helpers/service.ts';
 import type { HookE2eeError, HookParticipant, ScvTestHook } from '../../web/test-hook.ts';
 
 export const CHROMIUM_PATH = process.env.TEST_CHROMIUM ?? '/usr/bin/chromium';
@@ -176,4 +177,24 @@ export class CallPage {
   close(): Promise<void> {
     return this.context.close();
   }
+}
+
+/**
+ * Waits until `rx` decodes `from`'s video (frames grow by `minFrames`, width > 0) and
+ * receives their audio (20 more packets); returns the frames and width it got to.
+ */
+export async function assertReceives(rx: CallPage, from: string, minFrames = 10, timeoutMs = 20_000): Promise<{ frames: number; width: number }> {
+  const start = await rx.received(from);
+  const f0 = start.video?.frames ?? 0;
+  const a0 = start.audio?.packets ?? 0;
+  let last = start;
+  await eventually(
+    async () => {
+      last = await rx.received(from);
+      return (last.video?.frames ?? 0) >= f0 + minFrames && (last.video?.frameWidth ?? 0) > 0 && (last.audio?.packets ?? 0) >= a0 + 20;
+    },
+    `${rx.name} to decode ${from}'s video and receive their audio (start ${JSON.stringify(start)}, last ${JSON.stringify(last)})`,
+    timeoutMs,
+  );
+  return { frames: last.video?.frames ?? 0, width: last.video?.frameWidth ?? 0 };
 }
