@@ -18,6 +18,7 @@
  * reused: werift's `sendRtp` clones the packet synchronously, before its first await.
  */
 import { RtpHeader, RtpPacket } from 'werift';
+import { FrameClock } from './frame-clock.ts';
 
 /** Wall clock in ms with sub-millisecond resolution (the same clock on every process of a host). */
 export function wallClockMs(): number {
@@ -94,51 +95,38 @@ abstract class TimedSource {
   protected seq = Math.floor(Math.random() * 0x10000);
   protected readonly ts0 = Math.floor(Math.random() * 0x100000000);
   protected readonly packet: RtpPacket;
-  private timer: NodeJS.Timeout | undefined;
-  private startedAt = 0;
-  private frameBase = 0;
+  private readonly clock: FrameClock;
   /** Frames emitted (or skipped) since the source was made: the RTP timestamp clock. */
   protected frame = 0;
 
   constructor(fps: number, payloadType: number) {
     this.fps = fps;
     this.packet = new RtpPacket(new RtpHeader({ payloadType, ssrc: Math.floor(Math.random() * 0xffffffff) }), Buffer.alloc(0));
+    this.clock = new FrameClock(fps, {
+      emitFrame: () => {
+        if (this.send === undefined) return;
+        this.emitFrame(this.send);
+        this.frame++;
+        this.framesSent++;
+      },
+      skipFrames: (n) => {
+        this.frame += n;
+      },
+    });
   }
 
   get running(): boolean {
-    return this.timer !== undefined;
+    return this.clock.running;
   }
 
   start(send: SendPacket): void {
     this.send = send;
-    if (this.timer !== undefined) return;
-    this.startedAt = performance.now();
-    this.frameBase = this.frame;
-    this.tick();
-    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(1000 / this.fps)));
+    this.clock.start();
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    this.clock.stop();
     this.send = undefined;
-  }
-
-  private tick(): void {
-    const send = this.send;
-    if (send === undefined) return;
-    const due = this.frameBase + Math.floor(((performance.now() - this.startedAt) * this.fps) / 1000) + 1;
-    let behind = due - this.frame;
-    if (behind > 10) {
-      // The event loop stalled: skip ahead (timestamps stay on the clock) instead of bursting.
-      this.frame += behind - 1;
-      behind = 1;
-    }
-    for (let k = 0; k < behind && k < 3; k++) {
-      this.emitFrame(send);
-      this.frame++;
-      this.framesSent++;
-    }
   }
 
   /** Sends one packet: `payload` must be filled in already. */

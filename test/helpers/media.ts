@@ -14,6 +14,7 @@
  * then bodyLength - 17 fill bytes from an xorshift32 seeded by (sourceId, index), 0 → 0x5a.
  */
 import { RtpHeader, RtpPacket } from 'werift';
+import { FrameClock } from '../../src/loadtest/frame-clock.ts';
 
 export type SyntheticCodec = 'vp8' | 'h264' | 'opus';
 
@@ -561,10 +562,8 @@ export class SyntheticSource {
   private pictureId: number;
   private framesSinceKeyframe = 0;
   private keyframeRequested = true;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly clock: FrameClock;
   private send: SendRtp | undefined;
-  private startedAt = 0;
-  private framesDueBase = 0;
   private readonly sps: Buffer;
   private readonly pps: Buffer;
 
@@ -588,10 +587,16 @@ export class SyntheticSource {
     this.pictureId = Math.floor(Math.random() * 0x8000);
     this.sps = buildSps(this.width, this.height);
     this.pps = buildPps();
+    this.clock = new FrameClock(this.fps, {
+      emitFrame: () => this.sendFrame(),
+      skipFrames: (n) => {
+        this.frameIndex += n;
+      },
+    });
   }
 
   get running(): boolean {
-    return this.timer !== undefined;
+    return this.clock.running;
   }
 
   /** RTP timestamp of frame `n`. */
@@ -607,46 +612,31 @@ export class SyntheticSource {
     this.keyframeRequested = true;
   }
 
-  /** Starts the timer; packets go to `send`. Idempotent while running (the new `send` wins). */
+  /** Starts the clock; packets go to `send`. Idempotent while running (the new `send` wins). */
   start(send: SendRtp): void {
     this.send = send;
-    if (this.timer !== undefined) return;
-    this.startedAt = performance.now();
-    this.framesDueBase = this.frameIndex;
-    const periodMs = 1000 / this.fps;
-    this.tick();
-    this.timer = setInterval(() => this.tick(), Math.max(1, Math.floor(periodMs)));
+    this.clock.start();
   }
 
   stop(): void {
-    clearInterval(this.timer);
-    this.timer = undefined;
+    this.clock.stop();
     this.send = undefined;
   }
 
-  private tick(): void {
+  private sendFrame(): void {
     const send = this.send;
     if (send === undefined) return;
-    const due = this.framesDueBase + Math.floor(((performance.now() - this.startedAt) * this.fps) / 1000) + 1;
-    let behind = due - this.frameIndex;
-    if (behind > 10) {
-      // The event loop stalled: skip ahead instead of bursting (keeps timestamps on the clock).
-      this.frameIndex += behind - 1;
-      behind = 1;
-    }
-    for (let i = 0; i < Math.min(behind, 3) && this.send === send; i++) {
-      for (const packet of this.nextFrame()) {
-        this.packetsSent++;
-        this.bytesSent += packet.payload.length;
-        try {
-          const r = send(packet);
-          if (r instanceof Promise) r.catch(() => {});
-        } catch {
-          // a closed sender throws; the owner stops us
-        }
+    for (const packet of this.nextFrame()) {
+      this.packetsSent++;
+      this.bytesSent += packet.payload.length;
+      try {
+        const r = send(packet);
+        if (r instanceof Promise) r.catch(() => {});
+      } catch {
+        // a closed sender throws; the owner stops us
       }
-      this.framesSent++;
     }
+    this.framesSent++;
   }
 
   /** Builds the next frame's packets (advances sequence numbers, frame and packet counters). */
