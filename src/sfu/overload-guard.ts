@@ -4,6 +4,12 @@ import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 const INTERVAL_MS = 1000;
 /** Share of video subscriptions shed per overloaded interval, and restored per interval that is not. */
 const STEP = 0.25;
+/**
+ * Overloaded intervals in a row before anything is shed. A one-second burst (a wave of
+ * joins: DTLS handshakes and renegotiations) is absorbed by the socket buffers; shedding
+ * for it would only cost every paused subscriber a keyframe.
+ */
+const SUSTAINED_INTERVALS = 2;
 
 /**
  * Decides how much forwarding this process sheds when it cannot keep up. Saturated, Node
@@ -23,6 +29,7 @@ const STEP = 0.25;
 export class OverloadGuard {
   /** Video DownTracks whose rank is below this are shed; 0 = forward everything. */
   private level = 0;
+  private overloadedRun = 0;
   private last: EventLoopUtilization = performance.eventLoopUtilization();
   private readonly threshold: number;
   private readonly timer: NodeJS.Timeout | undefined;
@@ -47,13 +54,15 @@ export class OverloadGuard {
     const now = performance.eventLoopUtilization();
     const { utilization } = performance.eventLoopUtilization(now, this.last);
     this.last = now;
-    // No dead band: a level that could only fall below some lower mark might never come back.
-    if (utilization >= this.threshold) this.level = Math.min(1, this.level + STEP);
-    else this.level = Math.max(0, this.level - STEP);
+    this.overloadedRun = utilization >= this.threshold ? this.overloadedRun + 1 : 0;
+    // No dead band on the way down: a level that could only fall below some lower mark might never come back.
+    if (this.overloadedRun >= SUSTAINED_INTERVALS) this.level = Math.min(1, this.level + STEP);
+    else if (this.overloadedRun === 0) this.level = Math.max(0, this.level - STEP);
   }
 
   close(): void {
     clearInterval(this.timer);
     this.level = 0;
+    this.overloadedRun = 0;
   }
 }
