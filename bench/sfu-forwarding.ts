@@ -718,34 +718,33 @@ function limitList(r: StepResult): string[] {
 
 const limits = (r: StepResult) => limitList(r).join('; ') || '-';
 
-function fanoutTable(rows: StepResult[]): string {
+/**
+ * One row per step: the fan-out table (1 → N, with packets/s per core) and the mesh table
+ * (N publishers) share every other column.
+ */
+function stepTable(kind: 'fanout' | 'mesh', rows: StepResult[]): string {
+  const fanout = kind === 'fanout';
   return markdownTable(
-    ['subscribers', 'fwd pkt/s', 'SFU CPU %', 'µs/pkt', 'pkt/s per core', 'loss %', 'p50 / p99 ms', 'RSS MiB', 'MiB/participant', 'tool CPU %', 'other CPU %', 'limits'],
+    [
+      fanout ? 'subscribers' : 'publishers',
+      'fwd pkt/s',
+      fanout ? 'SFU CPU %' : 'SFU CPU % (room)',
+      'µs/pkt',
+      ...(fanout ? ['pkt/s per core'] : []),
+      'loss %',
+      'p50 / p99 ms',
+      'RSS MiB',
+      'MiB/participant',
+      'tool CPU %',
+      'other CPU %',
+      'limits',
+    ],
     rows.map((r) => [
-      String(r.subscribers),
+      String(fanout ? r.subscribers : r.publishers),
       fmt(r.server?.forwardedPerS),
       fmt(r.server?.cpuPct, 1),
       fmt(r.server?.usPerForwarded, 1),
-      fmt(r.server?.forwardedPerCoreS),
-      r.lossPct.toFixed(3),
-      `${fmt(r.latencyP50Ms, 1)} / ${fmt(r.latencyP99Ms, 1)}`,
-      fmt(r.server?.rssMiB),
-      fmt(r.server?.rssPerParticipantMiB, 2),
-      fmt(r.toolCpuPct),
-      fmt(r.server?.otherCpuPct),
-      limits(r),
-    ]),
-  );
-}
-
-function meshTable(rows: StepResult[]): string {
-  return markdownTable(
-    ['publishers', 'fwd pkt/s', 'SFU CPU % (room)', 'µs/pkt', 'loss %', 'p50 / p99 ms', 'RSS MiB', 'MiB/participant', 'tool CPU %', 'other CPU %', 'limits'],
-    rows.map((r) => [
-      String(r.publishers),
-      fmt(r.server?.forwardedPerS),
-      fmt(r.server?.cpuPct, 1),
-      fmt(r.server?.usPerForwarded, 1),
+      ...(fanout ? [fmt(r.server?.forwardedPerCoreS)] : []),
       r.lossPct.toFixed(3),
       `${fmt(r.latencyP50Ms, 1)} / ${fmt(r.latencyP99Ms, 1)}`,
       fmt(r.server?.rssMiB),
@@ -891,10 +890,10 @@ async function main(opts: BenchOptions): Promise<void> {
   const loadEnd = loadAverage();
   const minutes = (Date.now() - started.getTime()) / 60_000;
   say(`\n## Fan-out: 1 publisher (VP8 ${opts.videoBitrate} kbps + Opus) → N subscribers\n`);
-  say(fanoutTable(byN));
+  say(stepTable('fanout', byN));
   if (mesh.length > 0) {
     say('\n## Mesh: N publishers, each subscribed to all the others\n');
-    say(meshTable(mesh));
+    say(stepTable('mesh', mesh));
   }
   say('\n## Summary\n');
   const summaryRows: string[][] = [];

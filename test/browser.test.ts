@@ -111,9 +111,10 @@ describe('a call in the browser', () => {
     await carol.page.click('#leave-button');
     const left = Date.now();
     await eventually(async () => (await Promise.all([alice, bob, dave].map((p) => tileCount(p, 'carol')))).every((n) => n === 0), "Carol's tile to disappear everywhere", 5_000);
-    assert.equal(await carol.state(), 'idle', 'the leaver is back at the join form');
-    assert.match((await carol.page.textContent('#message')) ?? '', /left the call/);
     t.diagnostic(`Carol's tile gone from three pages ${Date.now() - left} ms after Leave`);
+    // The others hear of it as soon as Carol's page does, so her page may still be closing its socket.
+    await eventually(async () => (await carol.state()) === 'idle', 'the leaver to be back at the join form', 5_000);
+    assert.match((await carol.page.textContent('#message')) ?? '', /left the call/);
     // Back to two pages: the remaining tests need no more, and two cores are shared.
     await Promise.all([carol.close(), dave.close()]);
   });
