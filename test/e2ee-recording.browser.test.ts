@@ -509,8 +509,8 @@ describe('an end-to-end encrypted call in Chromium', () => {
     );
     // Her decoder asks ~10 times a second per track, and Alice's and Bob's ask for her video
     // just as often; each subscriber's backoff lets few of those through: the three
-    // publishers get under one keyframe request a second each (without it, two a second).
-    assert.ok(pli3.toPublishers - pli2.toPublishers < 12, `keyframe requests to publishers in 4 s with Mallory: ${pli3.toPublishers - pli2.toPublishers}`);
+    // publishers get about one keyframe request every 2 s each (without it, two a second).
+    assert.ok(pli3.toPublishers - pli2.toPublishers <= 12, `keyframe requests to publishers in 4 s with Mallory: ${pli3.toPublishers - pli2.toPublishers}`);
     for (const who of ['alice', 'bob'] as const) {
       // Not many on a loaded machine (the encoder adapts to the CPU), but media flows to her.
       assert.ok((got[who].video?.packets ?? 0) > (before[who].video?.packets ?? 0) + 20, `Mallory receives ${who}'s video packets (${JSON.stringify(got[who])})`);

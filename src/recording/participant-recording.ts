@@ -35,7 +35,7 @@ const FINISH_TIMEOUT_MS = 5_000;
  * One participant's tracks written to one WebM file, straight from the SFU's packets:
  * RTP → (video: jitter buffer) → timestamps → depacketizer → WebM. No PeerConnection.
  * The first video frame written is a keyframe (the writer waits for one, and the
- * recording asks the publisher for one when it attaches).
+ * recording asks the publisher for one when it attaches, and again after a loss).
  */
 export class ParticipantRecording {
   readonly path: string;
@@ -84,7 +84,12 @@ export class ParticipantRecording {
         const jitter = new JitterBufferCallback(t.clockRate);
         const depacketizer = new DepacketizeCallback(t.codec, { isFinalPacketInSequence: (h) => h.marker });
         source.pipe(jitter.input);
-        jitter.pipe(time.input);
+        jitter.pipe((out) => {
+          // A packet given up for lost leaves the frames after it undecodable until the next
+          // keyframe: ask for one, as a browser's decoder would.
+          if (out.isPacketLost !== undefined) t.track.requestKeyframe();
+          time.input(out);
+        });
         time.pipe(depacketizer.input);
         depacketizer.pipe(webm.inputVideo);
       } else {
