@@ -3,10 +3,8 @@ import type { TokenService } from '../auth/tokens.ts';
 import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
-import { sendError, sendMessage } from '../signaling/client-socket.ts';
+import { ClientConnection } from '../signaling/client-connection.ts';
 import { verifyJoin } from '../signaling/join-token.ts';
-import { keepAlive } from '../signaling/keepalive.ts';
-import type { ServerMessage } from '../signaling/messages.ts';
 import { parseClientMessage, type RequestId } from '../signaling/parse-message.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
@@ -27,10 +25,8 @@ type Frame = { data: Buffer; isBinary: boolean };
  * client is told `left` with reason `media_worker_failed` and its socket is closed, so
  * the SDK joins again (and lands on a live worker).
  */
-export class EdgeSession {
-  private readonly ws: ClientSocket;
+export class EdgeSession extends ClientConnection {
   private readonly deps: EdgeSessionDeps;
-  private log: Logger;
   private queue: Promise<void> = Promise.resolve();
   private upstream: WebSocket | undefined;
   private upstreamOpen: Promise<void> | undefined;
@@ -40,24 +36,13 @@ export class EdgeSession {
   private closed = false;
 
   constructor(ws: ClientSocket, deps: EdgeSessionDeps) {
-    this.ws = ws;
+    super(ws, deps.log);
     this.deps = deps;
-    this.log = deps.log;
     ws.on('message', (data, isBinary) => {
       const frame = { data: data as Buffer, isBinary };
       this.queue = this.queue.then(() => this.onFrame(frame)).catch((err: unknown) => this.log.error({ err }, 'edge relay failed'));
     });
     ws.on('close', () => this.onClientClose());
-    ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
-    keepAlive(ws, () => this.log);
-  }
-
-  private send(msg: ServerMessage): void {
-    sendMessage(this.ws, msg);
-  }
-
-  private sendError(id: RequestId, err: unknown): void {
-    sendError(this.ws, this.log, id, err);
   }
 
   private async onFrame(frame: Frame): Promise<void> {

@@ -7,10 +7,9 @@ import { iceServersFor } from '../auth/ice-servers.ts';
 import type { Participant } from '../sfu/participant.ts';
 import type { RecordingManager } from '../recording/recording-manager.ts';
 import type { Sfu } from '../sfu/sfu.ts';
+import { ClientConnection } from './client-connection.ts';
 import { type ClientMessage, type LeaveReason, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
-import { sendError, sendMessage } from './client-socket.ts';
 import { verifyJoin } from './join-token.ts';
-import { keepAlive } from './keepalive.ts';
 import { parseClientMessage, type RequestId } from './parse-message.ts';
 
 export interface SessionDeps {
@@ -26,13 +25,11 @@ export interface SessionDeps {
  * is applied before the candidates that follow it), and relays the participant's
  * messages back. States: awaiting join → joined → closed.
  */
-export class SignalingSession {
-  private readonly ws: WebSocket;
+export class SignalingSession extends ClientConnection {
   private readonly sfu: Sfu;
   private readonly tokens: TokenService;
   private readonly config: Config;
   private readonly recordings: RecordingManager;
-  private log: Logger;
   private participant: Participant | undefined;
   private roomName: string | undefined;
   private readonly onSignal = (msg: ServerMessage) => this.send(msg);
@@ -46,24 +43,13 @@ export class SignalingSession {
   private leaving = false;
 
   constructor(ws: WebSocket, deps: SessionDeps) {
-    this.ws = ws;
+    super(ws, deps.log);
     this.recordings = deps.recordings;
     this.sfu = deps.sfu;
     this.tokens = deps.tokens;
     this.config = deps.config;
-    this.log = deps.log;
     ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('close', () => this.onClose());
-    ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
-    keepAlive(ws, () => this.log);
-  }
-
-  private send(msg: ServerMessage): void {
-    sendMessage(this.ws, msg);
-  }
-
-  private sendError(id: RequestId, err: unknown): void {
-    sendError(this.ws, this.log, id, err);
   }
 
   private onMessage(data: Buffer, isBinary: boolean): void {
