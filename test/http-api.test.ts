@@ -18,7 +18,7 @@ import {
 import type { Grant } from '../src/auth/tokens.ts';
 import { TokenService } from '../src/auth/tokens.ts';
 import type { IceCandidateInit } from '../src/signaling/messages.ts';
-import { LOOPBACK_ICE, codecParameters } from './helpers/client.ts';
+import { codecParameters, LOOPBACK_ICE } from '../src/loadtest/peer-config.ts';
 import { SyntheticSource, verifyPayload } from './helpers/media.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import type { Service } from '../src/service.ts';

@@ -1,4 +1,4 @@
-import { ntpTime, type RTCRtpSender, type RTCRtpTransceiver } from 'werift';
+import { ntpTime, type RTCDtlsTransport, type RTCRtpSender, type RTCRtpTransceiver } from 'werift';
 import type { MediaStats } from './media-stats.ts';
 import { KeyframeRequestGate } from './keyframe-request-gate.ts';
 import type { OverloadGuard } from './overload-guard.ts';
@@ -92,6 +92,8 @@ export class DownTrack {
   /** Outgoing sequence numbers, unwrapped: the SRTP rollover counter is its upper bits. */
   private readonly outIndex = new SeqUnwrapper();
   private extensions: ExtensionLayout | undefined;
+  private path: RtpSendPath | undefined;
+  private pathFor: RTCDtlsTransport | undefined;
   private rtcpStarted = false;
   /** History for NACKs: the exact header sent (so a resend is byte-identical) and the payload. */
   private readonly historyHeader: (Buffer | undefined)[] = new Array<Buffer | undefined>(HISTORY);
@@ -180,9 +182,19 @@ export class DownTrack {
     }
   }
 
+  /** The subscriber transport's send path, looked up once per transport rather than per packet. */
+  private sendPath(): RtpSendPath {
+    const dtls = this.transceiver.sender.dtlsTransport;
+    if (this.path === undefined || this.pathFor !== dtls) {
+      this.path = RtpSendPath.for(dtls);
+      this.pathFor = dtls;
+    }
+    return this.path;
+  }
+
   private send(p: ForwardedPacket, outSeq: number, outTs: number): boolean {
     const sender = this.sender;
-    const path = RtpSendPath.for(this.transceiver.sender.dtlsTransport);
+    const path = this.sendPath();
     const srtp = path.srtp();
     if (srtp === undefined) return false;
     const ext = this.extensionLayout();
@@ -235,7 +247,7 @@ export class DownTrack {
     const payload = this.historyPayload[slot];
     const index = this.historyIndex[slot]!;
     if (this.closed || header === undefined || payload === undefined || index % SEQ_MOD !== seq) return;
-    const path = RtpSendPath.for(this.transceiver.sender.dtlsTransport);
+    const path = this.sendPath();
     const srtp = path.srtp();
     if (srtp === undefined) return;
     if (path.send(srtp.protect(header, payload, Math.floor(index / SEQ_MOD)), header.length + payload.length + srtp.tagLength)) {

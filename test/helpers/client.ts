@@ -18,14 +18,10 @@ import { WebSocket, type RawData } from 'ws';
 import {
   GenericNack,
   RTCPeerConnection,
-  RTCRtpCodecParameters,
   RtcpTransportLayerFeedback,
   useAbsSendTime,
-  useNACK,
-  usePLI,
   useSdesMid,
   useTransportWideCC,
-  useTWCC,
   type MediaStreamTrack,
   type PeerConfig,
   type RTCIceCandidate,
@@ -33,6 +29,7 @@ import {
   type RtpPacket,
 } from 'werift';
 import type { IceCandidateInit, LeaveReason, ParticipantInfo, ServerMessage, Target, TrackInfo } from '../../src/signaling/messages.ts';
+import { codecParameters, LOOPBACK_ICE } from '../../src/loadtest/peer-config.ts';
 import { SyntheticSource, codecName, isKeyframe, verifyPayload, type SyntheticCodec } from './media.ts';
 
 // ---- types ------------------------------------------------------------------------------
@@ -260,40 +257,6 @@ export class RemoteTrack {
 }
 
 // ---- codecs -----------------------------------------------------------------------------
-
-/** werift codec parameters for the codecs the tests use (the server may pick other PTs). */
-export function codecParameters(name: VideoCodec | 'opus'): RTCRtpCodecParameters {
-  const videoFeedback = () => [useNACK(), usePLI(), useTWCC()];
-  switch (name) {
-    case 'vp8':
-      return new RTCRtpCodecParameters({ mimeType: 'video/VP8', clockRate: 90000, payloadType: 96, rtcpFeedback: videoFeedback() });
-    case 'h264':
-      return new RTCRtpCodecParameters({
-        mimeType: 'video/H264',
-        clockRate: 90000,
-        payloadType: 97,
-        parameters: 'profile-level-id=42e01f;packetization-mode=1;level-asymmetry-allowed=1',
-        rtcpFeedback: videoFeedback(),
-      });
-    case 'vp9':
-      return new RTCRtpCodecParameters({
-        mimeType: 'video/VP9',
-        clockRate: 90000,
-        payloadType: 98,
-        parameters: 'profile-id=0',
-        rtcpFeedback: videoFeedback(),
-      });
-    case 'opus':
-      return new RTCRtpCodecParameters({ mimeType: 'audio/opus', clockRate: 48000, channels: 2, payloadType: 111, rtcpFeedback: [useTWCC()] });
-  }
-}
-
-/** ICE settings for a loopback-only network namespace (see the werift field notes). */
-export const LOOPBACK_ICE: Partial<PeerConfig> = {
-  iceAdditionalHostAddresses: ['127.0.0.1'],
-  iceUseIpv6: false,
-  iceInterfaceAddresses: { udp4: '127.0.0.1' },
-};
 
 // ---- waiting ----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@
  */
 import { RtpHeader, RtpPacket } from 'werift';
 import { FrameClock } from '../../src/loadtest/frame-clock.ts';
+import { OPUS_CLOCK_RATE, VIDEO_CLOCK_RATE } from '../../src/loadtest/synthetic-media.ts';
 
 export type SyntheticCodec = 'vp8' | 'h264' | 'opus';
 
@@ -22,8 +23,6 @@ export const MARKER_MAGIC = Buffer.from([0x53, 0x43, 0x56, 0xa7]); // "SCV" + 0x
 export const MARKER_LENGTH = 17;
 /** Default largest RTP payload a generator emits. */
 export const DEFAULT_MAX_PAYLOAD_BYTES = 1100;
-export const VIDEO_CLOCK_RATE = 90_000;
-export const AUDIO_CLOCK_RATE = 48_000;
 /** Opus: 20 ms per packet at 48 kHz. */
 export const OPUS_TIMESTAMP_STEP = 960;
 export const OPUS_MIN_PACKET_BYTES = 60;
@@ -579,7 +578,7 @@ export class SyntheticSource {
     if (this.maxPayloadBytes < 100) throw new RangeError('maxPayloadBytes must be at least 100');
     this.width = opts.width ?? 640;
     this.height = opts.height ?? 480;
-    this.clockRate = audio ? AUDIO_CLOCK_RATE : VIDEO_CLOCK_RATE;
+    this.clockRate = audio ? OPUS_CLOCK_RATE : VIDEO_CLOCK_RATE;
     this.ssrc = (opts.ssrc ?? Math.floor(Math.random() * 0xffffffff)) >>> 0;
     this.payloadType = opts.payloadType ?? (opts.codec === 'vp8' ? 96 : opts.codec === 'h264' ? 97 : 111);
     this.seq = (opts.initialSequenceNumber ?? Math.floor(Math.random() * 0x10000)) & 0xffff;
