@@ -6,7 +6,7 @@ import type { Config } from '../config.ts';
 import type { IceCandidateInit } from '../signaling/messages.ts';
 import { codecsFor, headerExtensions } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
-import { announceCandidate, announceSdp, assertPlausibleSdp, CANDIDATE_LINE, type MediaSection } from './sdp.ts';
+import { announceCandidate, announceSdp, assertAnswerTo, assertPlausibleSdp, CANDIDATE_LINE, type MediaSection } from './sdp.ts';
 import { TwccFeedback } from './twcc-feedback.ts';
 
 export type TransportRole = 'publisher' | 'subscriber' | 'combined';
@@ -159,6 +159,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     if (this.pc.signalingState !== 'have-local-offer') {
       throw new AppError('CONFLICT', 'no offer from the server is waiting for an answer');
     }
+    assertAnswerTo(answerSdp, this.pc.localDescription?.sdp);
     await this.setRemote({ type: 'answer', sdp: answerSdp });
   }
 

@@ -46,6 +46,23 @@ export function assertPlausibleSdp(sdp: string): MediaSection[] {
   return sections;
 }
 
+/**
+ * An answer must be an answer (RFC 3264 §6, RFC 5763 §5): no `a=setup:actpass` (that is an
+ * offer's DTLS role; accepted as an answer, both ends wait for the other to start DTLS and
+ * the connection freezes), and the offer's m-sections, same kinds in the same order.
+ */
+export function assertAnswerTo(answerSdp: string, offerSdp: string | undefined): void {
+  if (/^a=setup:actpass\s*$/m.test(answerSdp)) {
+    throw new AppError('INVALID_SDP', 'this SDP is an offer (a=setup:actpass), not an answer: apply the server\'s offer and send what createAnswer() returns');
+  }
+  if (offerSdp === undefined) return;
+  const offered = mediaSections(offerSdp);
+  const answered = mediaSections(answerSdp);
+  if (answered.length !== offered.length || answered.some((s, i) => s.kind !== offered[i]!.kind)) {
+    throw new AppError('INVALID_SDP', `an answer must have the offer's ${offered.length} media sections in order; this SDP has ${answered.length} (${answered.map((s) => s.kind).join(', ')})`);
+  }
+}
+
 /** `candidate:<foundation> <component> <udp|tcp> <priority> <address> <port> typ <type> …`, with or without `a=`. */
 export const CANDIDATE_LINE = /^(a=)?candidate:\S+ \d+ (udp|tcp) \d+ \S+ \d+ typ \w+/i;
 
