@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
+import { DEFAULT_TOKEN_LIMITS, type TokenLimits } from './auth/tokens.ts';
+import type { RateLimit } from './common/token-bucket.ts';
 
 /**
  * All settings, parsed once at start-up from SCV_* environment variables and `--flags`.
@@ -64,6 +66,20 @@ const RawConfig = z
       .transform((v) => (v === 'off' ? undefined : v)),
     /** Largest signaling message accepted, in bytes. */
     MAX_MESSAGE_BYTES: z.coerce.number().int().positive().default(256 * 1024),
+    /** Seconds a signaling WebSocket may stay open without joining a room. */
+    JOIN_TIMEOUT: z.coerce.number().positive().default(10),
+    /** Signaling messages per second one connection may send, sustained… */
+    SIGNALING_RATE: z.coerce.number().positive().default(50),
+    /** …and at once; a whole burst refused in a row closes the connection. */
+    SIGNALING_BURST: z.coerce.number().int().positive().default(100),
+    /** Longest lifetime (exp - iat, and exp - now) an access token may have, in seconds. */
+    MAX_TOKEN_LIFETIME: z.coerce.number().int().positive().default(DEFAULT_TOKEN_LIMITS.maxLifetimeSeconds),
+    /** Seconds of clock difference allowed when checking a token's exp, iat and nbf. */
+    TOKEN_CLOCK_SKEW: z.coerce.number().int().min(0).max(300).default(DEFAULT_TOKEN_LIMITS.clockSkewSeconds),
+    /** WHEP players per room; they do not count against SCV_MAX_PARTICIPANTS. */
+    MAX_WHEP_PLAYERS: z.coerce.number().int().positive().default(100),
+    /** WHEP players one token identity may have open in a room. */
+    MAX_WHEP_PLAYERS_PER_IDENTITY: z.coerce.number().int().positive().default(10),
     /** Where recordings are written, one folder per recording. */
     RECORDINGS_DIR: z.string().min(1).default('recordings'),
     /**
@@ -118,6 +134,12 @@ export interface Config {
     emptyRoomTimeoutMs: number;
     reconnectGraceMs: number;
     maxMessageBytes: number;
+    /** A signaling connection that has not joined by then is closed (JOIN_TIMEOUT). */
+    joinTimeoutMs: number;
+    /** Per signaling connection, at the edge and in the media process alike. */
+    signalingRate: RateLimit;
+    maxWhepPlayers: number;
+    maxWhepPlayersPerIdentity: number;
     /** Event-loop utilization from which video forwarding is shed; undefined = never. */
     overloadUtilization: number | undefined;
   };
@@ -125,7 +147,7 @@ export interface Config {
   mediaWorkers: number;
   logLevel: string;
   recordingsDir: string;
-  auth: { apiKey: string; apiSecret: string; development: boolean };
+  auth: { apiKey: string; apiSecret: string; development: boolean; tokenLimits: TokenLimits };
 }
 
 export class ConfigError extends Error {
@@ -188,13 +210,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       emptyRoomTimeoutMs: c.EMPTY_ROOM_TIMEOUT * 1000,
       reconnectGraceMs: c.RECONNECT_GRACE * 1000,
       maxMessageBytes: c.MAX_MESSAGE_BYTES,
+      joinTimeoutMs: c.JOIN_TIMEOUT * 1000,
+      signalingRate: { ratePerSecond: c.SIGNALING_RATE, burst: c.SIGNALING_BURST },
+      maxWhepPlayers: c.MAX_WHEP_PLAYERS,
+      maxWhepPlayersPerIdentity: c.MAX_WHEP_PLAYERS_PER_IDENTITY,
       overloadUtilization: c.OVERLOAD_UTILIZATION,
     },
     mediaWorkers: c.MEDIA_WORKERS,
     logLevel: c.LOG_LEVEL,
     recordingsDir: c.RECORDINGS_DIR,
-    auth: development
-      ? { apiKey: 'devkey', apiSecret: randomBytes(32).toString('base64url'), development: true }
-      : { apiKey: c.API_KEY!, apiSecret: c.API_SECRET!, development: false },
+    auth: {
+      ...(development
+        ? { apiKey: 'devkey', apiSecret: randomBytes(32).toString('base64url'), development: true }
+        : { apiKey: c.API_KEY!, apiSecret: c.API_SECRET!, development: false }),
+      tokenLimits: { maxLifetimeSeconds: c.MAX_TOKEN_LIFETIME, clockSkewSeconds: c.TOKEN_CLOCK_SKEW },
+    },
   };
 }

@@ -34,7 +34,7 @@ export interface Service {
  */
 export async function startService(config: Config, opts: { log?: Logger; web?: boolean } = {}): Promise<Service> {
   const log = opts.log ?? createLogger(config.logLevel);
-  const tokens = new TokenService(config.auth.apiKey, config.auth.apiSecret);
+  const tokens = new TokenService(config.auth.apiKey, config.auth.apiSecret, config.auth.tokenLimits);
   const sfu = new Sfu(config, log);
   const metrics = createMetrics(sfu);
   const recordings = new RecordingManager(config.recordingsDir, sfu, log);

@@ -5,9 +5,11 @@ import { AppError } from '../common/errors.ts';
 export const GRANTS = ['publish', 'subscribe', 'admin', 'record'] as const;
 export type Grant = (typeof GRANTS)[number];
 
-/** Claims of an access token, besides iss (API key), sub (identity), iat and exp. */
+/** Claims of an access token: iss (API key), sub (identity), exp (required), iat and nbf, and ours. */
 const Claims = z.object({
   iss: z.string(),
+  exp: z.number(),
+  iat: z.number().optional(),
   sub: z.string().min(1).max(128),
   /** Room the bearer may join; absent on admin-only tokens. */
   room: z.string().min(1).max(128).optional(),
@@ -36,16 +38,35 @@ export interface MintOptions {
 
 export const DEFAULT_GRANTS: readonly Grant[] = ['publish', 'subscribe'];
 
+/** Lifetime of a minted token when none is asked for (capped by the maximum lifetime). */
+export const DEFAULT_TOKEN_TTL_SECONDS = 6 * 3600;
+
+/** What a token's clock claims must satisfy (SCV_MAX_TOKEN_LIFETIME, SCV_TOKEN_CLOCK_SKEW). */
+export interface TokenLimits {
+  maxLifetimeSeconds: number;
+  clockSkewSeconds: number;
+}
+
+/** The configuration's defaults, also used by tools that mint for a server whose settings they do not know. */
+export const DEFAULT_TOKEN_LIMITS: TokenLimits = { maxLifetimeSeconds: 86400, clockSkewSeconds: 30 };
+
 export class TokenService {
   private readonly key: Uint8Array;
   private readonly apiKey: string;
+  readonly limits: TokenLimits;
 
-  constructor(apiKey: string, apiSecret: string) {
+  constructor(apiKey: string, apiSecret: string, limits: TokenLimits = DEFAULT_TOKEN_LIMITS) {
     this.apiKey = apiKey;
     this.key = new TextEncoder().encode(apiSecret);
+    this.limits = limits;
   }
 
+  /** Refuses (VALIDATION_FAILED) a lifetime this service would not accept back. */
   async mint(opts: MintOptions): Promise<string> {
+    const ttl = opts.ttlSeconds ?? Math.min(DEFAULT_TOKEN_TTL_SECONDS, this.limits.maxLifetimeSeconds);
+    if (ttl > this.limits.maxLifetimeSeconds) {
+      throw new AppError('VALIDATION_FAILED', `token lifetime ${ttl} s exceeds the maximum of ${this.limits.maxLifetimeSeconds} s`);
+    }
     const claims: Record<string, unknown> = { grants: [...(opts.grants ?? DEFAULT_GRANTS)] };
     if (opts.room !== undefined) claims.room = opts.room;
     if (opts.name !== undefined) claims.name = opts.name;
@@ -55,24 +76,44 @@ export class TokenService {
       .setIssuer(this.apiKey)
       .setSubject(opts.identity)
       .setIssuedAt()
-      .setExpirationTime(`${opts.ttlSeconds ?? 6 * 3600}s`)
+      .setExpirationTime(`${ttl}s`)
       .sign(this.key);
   }
 
-  /** Throws UNAUTHORIZED for a forged or malformed token and TOKEN_EXPIRED for an expired one. */
+  /**
+   * Throws UNAUTHORIZED for a forged or malformed token, one without `exp` or with a
+   * lifetime over the maximum; TOKEN_EXPIRED for an expired one; TOKEN_NOT_YET_VALID for
+   * `nbf` or `iat` in the future, beyond the configured clock skew (`exp` gets none: a
+   * token is never used past its expiry).
+   */
   async verify(token: string | undefined): Promise<AccessToken> {
     if (token === undefined || token.length === 0) throw new AppError('UNAUTHORIZED', 'missing access token');
     if (token.length > 8192) throw new AppError('UNAUTHORIZED', 'access token too long');
+    const { maxLifetimeSeconds: maxLifetime, clockSkewSeconds: skew } = this.limits;
     let payload: unknown;
     try {
-      ({ payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], issuer: this.apiKey }));
+      ({ payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], issuer: this.apiKey, clockTolerance: skew, requiredClaims: ['exp'] }));
     } catch (err) {
       if (err instanceof joseErrors.JWTExpired) throw new AppError('TOKEN_EXPIRED', 'access token expired');
+      if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'exp') {
+        throw new AppError('UNAUTHORIZED', 'access token has no valid "exp" claim: tokens must expire');
+      }
+      if (err instanceof joseErrors.JWTClaimValidationFailed && err.claim === 'nbf') {
+        throw new AppError('TOKEN_NOT_YET_VALID', 'access token is not valid yet ("nbf" is in the future; check the clocks)');
+      }
       throw new AppError('UNAUTHORIZED', 'invalid access token');
     }
     const claims = Claims.safeParse(payload);
     if (!claims.success) throw new AppError('UNAUTHORIZED', 'access token claims are invalid');
     const c = claims.data;
+    const now = Date.now() / 1000;
+    if (c.exp <= now) throw new AppError('TOKEN_EXPIRED', 'access token expired');
+    if (c.iat !== undefined && c.iat > now + skew) {
+      throw new AppError('TOKEN_NOT_YET_VALID', 'access token is issued in the future ("iat"; check the clocks)');
+    }
+    if (c.exp - now > maxLifetime + skew || (c.iat !== undefined && c.exp - c.iat > maxLifetime)) {
+      throw new AppError('UNAUTHORIZED', `access token lifetime exceeds the maximum of ${maxLifetime} s`);
+    }
     return { identity: c.sub, room: c.room, name: c.name, grants: new Set(c.grants), e2ee: c.e2ee };
   }
 }

@@ -1,6 +1,7 @@
 /**
  * Mints an access token with the configured API key and secret:
  *   npm run token -- --room R --identity I [--name N] [--grants publish,subscribe] [--ttl 3600]
+ * The lifetime defaults to 6 h and may not exceed SCV_MAX_TOKEN_LIFETIME.
  */
 import { parseArgs } from 'node:util';
 import { GRANTS, type Grant, TokenService } from '../auth/tokens.ts';
@@ -13,7 +14,7 @@ function main(): void {
       identity: { type: 'string' },
       name: { type: 'string' },
       grants: { type: 'string', default: 'publish,subscribe' },
-      ttl: { type: 'string', default: '21600' },
+      ttl: { type: 'string' },
     },
   });
   if (values.identity === undefined) throw new ConfigError('--identity is required');
@@ -22,13 +23,15 @@ function main(): void {
     if (!(GRANTS as readonly string[]).includes(g)) throw new ConfigError(`unknown grant "${g}" (known: ${GRANTS.join(', ')})`);
   }
   if (values.room === undefined && !grants.includes('admin')) throw new ConfigError('--room is required unless the token has the admin grant');
-  const ttl = Number(values.ttl);
-  if (!Number.isInteger(ttl) || ttl <= 0) throw new ConfigError('--ttl must be a positive number of seconds');
+  const ttl = values.ttl === undefined ? undefined : Number(values.ttl);
+  if (ttl !== undefined && (!Number.isInteger(ttl) || ttl <= 0)) throw new ConfigError('--ttl must be a positive number of seconds');
   const cfg = loadConfig(process.env);
+  const maxLifetime = cfg.auth.tokenLimits.maxLifetimeSeconds;
+  if (ttl !== undefined && ttl > maxLifetime) throw new ConfigError(`--ttl may not exceed SCV_MAX_TOKEN_LIFETIME (${maxLifetime} s)`);
   if (cfg.auth.development) {
     throw new ConfigError('set SCV_API_KEY and SCV_API_SECRET (the development key is random per server start; use GET /dev/token instead)');
   }
-  const tokens = new TokenService(cfg.auth.apiKey, cfg.auth.apiSecret);
+  const tokens = new TokenService(cfg.auth.apiKey, cfg.auth.apiSecret, cfg.auth.tokenLimits);
   tokens
     .mint({ identity: values.identity, room: values.room, name: values.name, grants: grants as Grant[], ttlSeconds: ttl })
     .then((t) => process.stdout.write(`${t}\n`));

@@ -28,7 +28,7 @@ export interface EdgeService {
  */
 export async function startEdge(config: Config, opts: { log?: Logger } = {}): Promise<EdgeService> {
   const log = opts.log ?? createLogger(config.logLevel);
-  const tokens = new TokenService(config.auth.apiKey, config.auth.apiSecret);
+  const tokens = new TokenService(config.auth.apiKey, config.auth.apiSecret, config.auth.tokenLimits);
   const pool = await WorkerPool.start(config, log);
   const app = await createHttpApp(config, log);
 

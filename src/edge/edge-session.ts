@@ -3,7 +3,7 @@ import type { TokenService } from '../auth/tokens.ts';
 import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
-import { ClientConnection } from '../signaling/client-connection.ts';
+import { ClientConnection, POLICY_VIOLATION_CLOSE } from '../signaling/client-connection.ts';
 import { verifyJoin } from '../signaling/join-token.ts';
 import { parseClientMessage, type RequestId } from '../signaling/parse-message.ts';
 import type { WorkerPool } from './worker-pool.ts';
@@ -36,13 +36,14 @@ export class EdgeSession extends ClientConnection {
   private closed = false;
 
   constructor(ws: ClientSocket, deps: EdgeSessionDeps) {
-    super(ws, deps.log);
+    super(ws, deps.log, deps.config.limits);
     this.deps = deps;
-    ws.on('message', (data, isBinary) => {
-      const frame = { data: data as Buffer, isBinary };
-      this.queue = this.queue.then(() => this.onFrame(frame)).catch((err: unknown) => this.log.error({ err }, 'edge relay failed'));
-    });
     ws.on('close', () => this.onClientClose());
+  }
+
+  protected onClientFrame(data: Buffer, isBinary: boolean): void {
+    const frame = { data, isBinary };
+    this.queue = this.queue.then(() => this.onFrame(frame)).catch((err: unknown) => this.log.error({ err }, 'edge relay failed'));
   }
 
   private async onFrame(frame: Frame): Promise<void> {
@@ -114,7 +115,10 @@ export class EdgeSession extends ClientConnection {
     const text = typeof data === 'string' ? data : Buffer.from(data).toString('utf8');
     if (!this.joined && text.includes('"joined"')) {
       try {
-        if ((JSON.parse(text) as { type?: unknown }).type === 'joined') this.joined = true;
+        if ((JSON.parse(text) as { type?: unknown }).type === 'joined') {
+          this.joined = true;
+          this.joinedRoom();
+        }
       } catch {
         // a worker only sends JSON; nothing to learn from anything else
       }
@@ -125,9 +129,9 @@ export class EdgeSession extends ClientConnection {
   private onUpstreamClose(up: WebSocket, code: number, reason: string): void {
     if (up !== this.upstream || this.closed) return;
     this.upstream = undefined;
-    // The worker's session closes with 1000 (left) or 1001 (shutdown); anything else is a
-    // worker that went away under us.
-    if (code === 1000 || code === 1001) {
+    // The worker's session closes with 1000 (left), 1001 (shutdown) or 1008 (a limit);
+    // anything else is a worker that went away under us.
+    if (code === 1000 || code === 1001 || code === POLICY_VIOLATION_CLOSE) {
       this.ws.close(code, reason);
       return;
     }

@@ -16,6 +16,13 @@ export interface RoomOptions {
   e2ee: boolean;
 }
 
+/** Members and WHEP players are counted apart, so players can never fill a room for its members. */
+export interface RoomLimits {
+  maxParticipants: number;
+  maxPlayers: number;
+  maxPlayersPerIdentity: number;
+}
+
 /**
  * One call. Owns its participants; wires every published track to every other
  * participant, tells everyone who came, went, published, muted; closes itself when it
@@ -28,17 +35,19 @@ export class Room extends TypedEmitter<RoomEvents> {
   readonly log: Logger;
   readonly e2ee: boolean;
   private _recording = false;
-  private readonly maxParticipants: number;
+  private readonly limits: RoomLimits;
   private readonly emptyTimeoutMs: number;
   private readonly participants = new Map<string, Participant>();
+  /** WHEP players (the hidden participants) by sid, with the token identity that opened each. */
+  private readonly players = new Map<string, string>();
   private emptyTimer: NodeJS.Timeout | undefined;
   private _closed = false;
 
-  constructor(name: string, opts: RoomOptions & { maxParticipants: number; emptyTimeoutMs: number; log: Logger }) {
+  constructor(name: string, opts: RoomOptions & { limits: RoomLimits; emptyTimeoutMs: number; log: Logger }) {
     super();
     this.name = name;
     this.e2ee = opts.e2ee;
-    this.maxParticipants = opts.maxParticipants;
+    this.limits = opts.limits;
     this.emptyTimeoutMs = opts.emptyTimeoutMs;
     this.log = opts.log.child({ room: name });
     this.armEmptyTimer();
@@ -96,12 +105,15 @@ export class Room extends TypedEmitter<RoomEvents> {
     };
   }
 
-  add(p: Participant): void {
+  /** `owner`: for a WHEP player, the token identity that opened it (its own identity is random). */
+  add(p: Participant, owner: string = p.identity): void {
     if (this._closed) throw new AppError('ROOM_NOT_FOUND', `room "${this.name}" is closed`);
-    if (this.participants.size >= this.maxParticipants) throw new AppError('ROOM_FULL', `room "${this.name}" is full`);
+    if (p.hidden) this.assertPlayerFits(owner);
+    else if (this.participants.size - this.players.size >= this.limits.maxParticipants) throw new AppError('ROOM_FULL', `room "${this.name}" is full`);
     clearTimeout(this.emptyTimer);
     this.emptyTimer = undefined;
     this.participants.set(p.sid, p);
+    if (p.hidden) this.players.set(p.sid, owner);
     p.identityOf = (sid) => this.participants.get(sid)?.identity ?? '';
     p.on('trackPublished', (track) => {
       this.broadcast({ type: 'track_published', participantSid: p.sid, identity: p.identity, track: track.info() });
@@ -121,8 +133,19 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.log.info({ participant: p.identity, participantSid: p.sid, kind: p.kind, size: this.participants.size }, 'participant joined');
   }
 
+  private assertPlayerFits(owner: string): void {
+    const { maxPlayers, maxPlayersPerIdentity } = this.limits;
+    if (this.players.size >= maxPlayers) throw new AppError('TOO_MANY_PLAYERS', `room "${this.name}" has its maximum of ${maxPlayers} WHEP players`);
+    let mine = 0;
+    for (const o of this.players.values()) if (o === owner) mine++;
+    if (mine >= maxPlayersPerIdentity) {
+      throw new AppError('TOO_MANY_PLAYERS', `"${owner}" already has ${maxPlayersPerIdentity} WHEP players open in room "${this.name}"; DELETE one first`);
+    }
+  }
+
   private onParticipantClosed(p: Participant, reason: LeaveReason): void {
     if (!this.participants.delete(p.sid)) return;
+    this.players.delete(p.sid);
     if (!p.hidden) this.broadcast({ type: 'participant_left', participantSid: p.sid, identity: p.identity, reason });
     this.armEmptyTimer();
   }

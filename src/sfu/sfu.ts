@@ -56,7 +56,11 @@ export class Sfu {
     if (this.rooms.size >= this.config.limits.maxRooms) throw new AppError('TOO_MANY_ROOMS', 'room limit reached on this server');
     const room = new Room(name, {
       e2ee: opts.e2ee ?? false,
-      maxParticipants: this.config.limits.maxParticipants,
+      limits: {
+        maxParticipants: this.config.limits.maxParticipants,
+        maxPlayers: this.config.limits.maxWhepPlayers,
+        maxPlayersPerIdentity: this.config.limits.maxWhepPlayersPerIdentity,
+      },
       emptyTimeoutMs: this.config.limits.emptyRoomTimeoutMs,
       log: this.log,
     });
@@ -70,26 +74,28 @@ export class Sfu {
 
   /**
    * Puts a new participant in a room. An identity already present is replaced (the old
-   * session is told `replaced`), as a user who opens the call again expects.
+   * session is told `replaced`), as a user who opens the call again expects. `owner`: the
+   * token identity behind a WHEP player, which the room's per-identity player limit counts.
    */
   join(
     roomName: string,
-    opts: { identity: string; name: string; grants: ReadonlySet<Grant>; kind: ParticipantKind; e2ee?: boolean },
+    opts: { identity: string; name: string; grants: ReadonlySet<Grant>; kind: ParticipantKind; e2ee?: boolean; owner?: string },
   ): { room: Room; participant: Participant } {
+    const { owner, ...participantOpts } = opts;
     const room = this.getOrCreateRoom(roomName, { e2ee: opts.e2ee });
     const previous = room.byIdentity(opts.identity);
     if (previous !== undefined) {
       previous.close('replaced');
     }
     const participant = new Participant({
-      ...opts,
+      ...participantOpts,
       rtc: this.config.rtc,
       stats: this.stats,
       overload: this.overload,
       log: room.log,
       reconnectGraceMs: this.config.limits.reconnectGraceMs,
     });
-    room.add(participant);
+    room.add(participant, owner);
     return { room, participant };
   }
 

@@ -1,25 +1,53 @@
 import type { WebSocket } from 'ws';
-import { toAppError } from '../common/errors.ts';
+import { AppError, toAppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { TokenBucket } from '../common/token-bucket.ts';
+import type { Config } from '../config.ts';
 import { keepAlive } from './keepalive.ts';
 import type { ServerMessage } from './messages.ts';
-import { errorMessage, type RequestId } from './parse-message.ts';
+import { errorMessage, parseClientMessage, type RequestId } from './parse-message.ts';
+
+/** WebSocket close code for a connection we end for breaking a limit (join timeout, message rate). */
+export const POLICY_VIOLATION_CLOSE = 1008;
 
 /**
  * What every kind of signaling connection does with its client's socket: keepalive pings,
- * socket errors logged, server messages and errors sent in the one format. The session
- * (media in this process) and the edge session (media in a worker) build on it.
+ * socket errors logged, server messages and errors sent in the one format, a clock for
+ * joining and a message rate limit. The session (media in this process) and the edge
+ * session (media in a worker) build on it, so both enforce the same limits.
  */
 export abstract class ClientConnection {
   protected readonly ws: WebSocket;
   /** Gains room and participant fields once they are known. */
   protected log: Logger;
+  private readonly limits: Config['limits'];
+  private readonly bucket: TokenBucket;
+  /** Messages refused by the rate limit since the last one let through. */
+  private refusedInARow = 0;
+  private joinTimer: NodeJS.Timeout | undefined;
 
-  constructor(ws: WebSocket, log: Logger) {
+  constructor(ws: WebSocket, log: Logger, limits: Config['limits']) {
     this.ws = ws;
     this.log = log;
+    this.limits = limits;
+    this.bucket = new TokenBucket(limits.signalingRate);
     ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
+    ws.on('message', (data, isBinary) => {
+      if (this.admit(data as Buffer, isBinary)) this.onClientFrame(data as Buffer, isBinary);
+    });
     keepAlive(ws, () => this.log);
+    this.joinTimer = setTimeout(() => this.onJoinTimeout(), limits.joinTimeoutMs);
+    this.joinTimer.unref();
+    ws.once('close', () => clearTimeout(this.joinTimer));
+  }
+
+  /** One frame from the client that the rate limit let through. */
+  protected abstract onClientFrame(data: Buffer, isBinary: boolean): void;
+
+  /** The client is in a room: the join clock stops. */
+  protected joinedRoom(): void {
+    clearTimeout(this.joinTimer);
+    this.joinTimer = undefined;
   }
 
   /** Sends one server message, if the socket is still open. */
@@ -32,5 +60,35 @@ export abstract class ClientConnection {
     const e = toAppError(err);
     if (e.code === 'INTERNAL') this.log.error({ err }, 'signaling request failed');
     this.send(errorMessage(id, e));
+  }
+
+  private onJoinTimeout(): void {
+    this.joinTimer = undefined;
+    this.log.info({ timeoutMs: this.limits.joinTimeoutMs }, 'closing a signaling connection that never joined');
+    this.sendError(undefined, new AppError('JOIN_TIMEOUT', `no successful "join" within ${this.limits.joinTimeoutMs / 1000} s`));
+    this.ws.close(POLICY_VIOLATION_CLOSE, 'join timeout');
+  }
+
+  /**
+   * The rate limit: an excess message gets RATE_LIMITED (with its request id, so the
+   * client's request fails instead of hanging); a whole burst refused in a row means the
+   * client is not slowing down, and the connection is closed.
+   */
+  private admit(data: Buffer, isBinary: boolean): boolean {
+    if (this.bucket.take()) {
+      this.refusedInARow = 0;
+      return true;
+    }
+    if (this.ws.readyState !== this.ws.OPEN) return false;
+    const { ratePerSecond, burst } = this.limits.signalingRate;
+    if (++this.refusedInARow >= burst) {
+      this.log.warn({ ratePerSecond, burst }, 'signaling message flood, closing the connection');
+      this.sendError(undefined, new AppError('RATE_LIMITED', `over ${ratePerSecond} messages per second for too long; closing`));
+      this.ws.close(POLICY_VIOLATION_CLOSE, 'rate limited');
+      return false;
+    }
+    const parsed = parseClientMessage(data, isBinary, this.limits.maxMessageBytes);
+    this.sendError(parsed.ok ? parsed.msg.id : parsed.id, new AppError('RATE_LIMITED', `over ${ratePerSecond} messages per second; message dropped`));
+    return false;
   }
 }

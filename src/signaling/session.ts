@@ -43,16 +43,15 @@ export class SignalingSession extends ClientConnection {
   private leaving = false;
 
   constructor(ws: WebSocket, deps: SessionDeps) {
-    super(ws, deps.log);
+    super(ws, deps.log, deps.config.limits);
     this.recordings = deps.recordings;
     this.sfu = deps.sfu;
     this.tokens = deps.tokens;
     this.config = deps.config;
-    ws.on('message', (data, isBinary) => this.onMessage(data as Buffer, isBinary));
     ws.on('close', () => this.onClose());
   }
 
-  private onMessage(data: Buffer, isBinary: boolean): void {
+  protected onClientFrame(data: Buffer, isBinary: boolean): void {
     if (this.closed) return;
     const parsed = parseClientMessage(data, isBinary, this.config.limits.maxMessageBytes);
     if (!parsed.ok) return this.sendError(parsed.id, parsed.error);
@@ -122,6 +121,7 @@ export class SignalingSession extends ClientConnection {
     }
     this.participant = participant;
     this.roomName = token.room;
+    this.joinedRoom();
     this.log = participant.log;
     const room = this.sfu.getRoom(token.room);
     this.send({

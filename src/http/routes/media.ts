@@ -178,7 +178,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
    */
   async function joinAndAnswer(
     room: string,
-    opts: { identity: string; name: string; token: AccessToken; grants: AccessToken['grants']; kind: ParticipantKind },
+    opts: { identity: string; name: string; token: AccessToken; grants: AccessToken['grants']; kind: ParticipantKind; owner?: string },
     sdp: string,
     subscribeTo: (p: Participant, room: Room) => readonly PublishedTrack[],
   ): Promise<{ participant: Participant; answer: string }> {
@@ -186,7 +186,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
     if (sfu.findRoom(room)?.byIdentity(opts.identity) !== undefined) {
       throw new AppError('CONFLICT', `"${opts.identity}" is already in room "${room}"; leave first (DELETE the session or POST /video/leave)`);
     }
-    const joined = sfu.join(room, { identity: opts.identity, name: opts.name, grants: opts.grants, kind: opts.kind, e2ee: opts.token.e2ee });
+    const joined = sfu.join(room, { identity: opts.identity, name: opts.name, grants: opts.grants, kind: opts.kind, e2ee: opts.token.e2ee, owner: opts.owner });
     const participant = joined.participant;
     try {
       const answer = await participant.handleCombinedOffer(sdp, subscribeTo(participant, joined.room));
@@ -367,7 +367,14 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
       const { participant, answer } = await joinAndAnswer(
         roomName,
         // The player's own identity may be in the room already (a viewer of their own call).
-        { identity: `whep-${randomBytes(6).toString('hex')}`, name: token.name ?? token.identity, token, grants: new Set<Grant>(['subscribe']), kind: 'whep' },
+        {
+          identity: `whep-${randomBytes(6).toString('hex')}`,
+          name: token.name ?? token.identity,
+          token,
+          grants: new Set<Grant>(['subscribe']),
+          kind: 'whep',
+          owner: token.identity,
+        },
         offer,
         () => [...target.published.values()],
       );
