@@ -80,6 +80,16 @@ const RawConfig = z
     MAX_WHEP_PLAYERS: z.coerce.number().int().positive().default(100),
     /** WHEP players one token identity may have open in a room. */
     MAX_WHEP_PLAYERS_PER_IDENTITY: z.coerce.number().int().positive().default(10),
+    /**
+     * HTTP requests (WebSocket upgrades included) one client IP may make per
+     * SCV_HTTP_RATE_WINDOW, at the edge or a single process; `off` = no limit.
+     */
+    HTTP_RATE_LIMIT: z
+      .union([z.literal('off'), z.coerce.number().int().positive()])
+      .default(2000)
+      .transform((v) => (v === 'off' ? undefined : v)),
+    /** Seconds of one HTTP rate-limit window. */
+    HTTP_RATE_WINDOW: z.coerce.number().positive().default(10),
     /** Where recordings are written, one folder per recording. */
     RECORDINGS_DIR: z.string().min(1).default('recordings'),
     /**
@@ -140,6 +150,8 @@ export interface Config {
     signalingRate: RateLimit;
     maxWhepPlayers: number;
     maxWhepPlayersPerIdentity: number;
+    /** Per client IP; undefined = no limit (media workers: the edge limits). */
+    httpRate: { max: number; windowMs: number } | undefined;
     /** Event-loop utilization from which video forwarding is shed; undefined = never. */
     overloadUtilization: number | undefined;
   };
@@ -214,6 +226,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       signalingRate: { ratePerSecond: c.SIGNALING_RATE, burst: c.SIGNALING_BURST },
       maxWhepPlayers: c.MAX_WHEP_PLAYERS,
       maxWhepPlayersPerIdentity: c.MAX_WHEP_PLAYERS_PER_IDENTITY,
+      httpRate: c.HTTP_RATE_LIMIT === undefined ? undefined : { max: c.HTTP_RATE_LIMIT, windowMs: c.HTTP_RATE_WINDOW * 1000 },
       overloadUtilization: c.OVERLOAD_UTILIZATION,
     },
     mediaWorkers: c.MEDIA_WORKERS,

@@ -1,6 +1,7 @@
 import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 import { z } from 'zod';
-import { AppError } from '../common/errors.ts';
+import { AppError, validationError } from '../common/errors.ts';
+import { DisplayName, Name } from '../common/limits.ts';
 
 export const GRANTS = ['publish', 'subscribe', 'admin', 'record'] as const;
 export type Grant = (typeof GRANTS)[number];
@@ -10,14 +11,16 @@ const Claims = z.object({
   iss: z.string(),
   exp: z.number(),
   iat: z.number().optional(),
-  sub: z.string().min(1).max(128),
+  sub: Name,
   /** Room the bearer may join; absent on admin-only tokens. */
-  room: z.string().min(1).max(128).optional(),
-  name: z.string().max(128).optional(),
+  room: Name.optional(),
+  name: DisplayName.optional(),
   grants: z.array(z.enum(GRANTS)).default([]),
   /** Room mode asked for: a room takes it from the token that creates it; others must match. */
   e2ee: z.boolean().optional(),
 });
+
+const MintNames = z.object({ identity: Name, room: Name.optional(), name: DisplayName.optional() });
 
 export interface AccessToken {
   identity: string;
@@ -61,12 +64,15 @@ export class TokenService {
     this.limits = limits;
   }
 
-  /** Refuses (VALIDATION_FAILED) a lifetime this service would not accept back. */
+  /** Refuses (VALIDATION_FAILED) a lifetime or a name this service would not accept back. */
   async mint(opts: MintOptions): Promise<string> {
     const ttl = opts.ttlSeconds ?? Math.min(DEFAULT_TOKEN_TTL_SECONDS, this.limits.maxLifetimeSeconds);
     if (ttl > this.limits.maxLifetimeSeconds) {
       throw new AppError('VALIDATION_FAILED', `token lifetime ${ttl} s exceeds the maximum of ${this.limits.maxLifetimeSeconds} s`);
     }
+    // A token names only what every route and the join accept back.
+    const names = MintNames.safeParse({ identity: opts.identity, room: opts.room, name: opts.name });
+    if (!names.success) throw validationError(names.error);
     const claims: Record<string, unknown> = { grants: [...(opts.grants ?? DEFAULT_GRANTS)] };
     if (opts.room !== undefined) claims.room = opts.room;
     if (opts.name !== undefined) claims.name = opts.name;

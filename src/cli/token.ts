@@ -34,7 +34,12 @@ function main(): void {
   const tokens = new TokenService(cfg.auth.apiKey, cfg.auth.apiSecret, cfg.auth.tokenLimits);
   tokens
     .mint({ identity: values.identity, room: values.room, name: values.name, grants: grants as Grant[], ttlSeconds: ttl })
-    .then((t) => process.stdout.write(`${t}\n`));
+    .then((t) => process.stdout.write(`${t}\n`))
+    .catch((err: unknown) => {
+      // A name longer than the server accepts, a lifetime over the maximum.
+      process.stderr.write(`token: ${(err as Error).message}\n`);
+      process.exit(2);
+    });
 }
 
 try {

@@ -1,3 +1,6 @@
+import type { z } from 'zod';
+import { clip, MAX_NAME_LENGTH } from './limits.ts';
+
 /**
  * Errors are values with stable codes. Every code maps to one HTTP status here, and the
  * signaling layer sends the same code in its `error` messages, so clients see one vocabulary.
@@ -7,6 +10,10 @@ export const ERROR_STATUS = {
   VALIDATION_FAILED: 400,
   MALFORMED_JSON: 400,
   MESSAGE_TOO_LARGE: 413,
+  SDP_TOO_LARGE: 413,
+  HEADERS_TOO_LARGE: 431,
+  REQUEST_TIMEOUT: 408,
+  UPGRADE_REQUIRED: 426,
   UNKNOWN_MESSAGE_TYPE: 400,
   UNSUPPORTED_PROTOCOL: 400,
   INVALID_SDP: 400,
@@ -63,23 +70,41 @@ export class AppError extends Error {
 
 /**
  * Anything thrown becomes an AppError. Framework errors that carry a 4xx status (bad
- * JSON, oversized body, wrong content type) keep their meaning; anything else is
- * INTERNAL and keeps no detail.
+ * JSON or URL, oversized body or path segment, wrong content type) keep their meaning;
+ * anything else is INTERNAL and keeps no detail. Framework messages may quote the
+ * request, so they are clipped.
  */
 export function toAppError(err: unknown): AppError {
   if (err instanceof AppError) return err;
   const status = (err as { statusCode?: unknown } | null)?.statusCode;
-  const message = (err as Error | null)?.message ?? 'bad request';
+  const code = (err as { code?: unknown } | null)?.code;
+  const message = clip((err as Error | null)?.message ?? 'bad request');
   switch (status) {
     case 400:
+      if (code === 'FST_ERR_BAD_URL') return new AppError('BAD_REQUEST', 'the URL has malformed percent-encoding');
       return /json/i.test(message) ? new AppError('MALFORMED_JSON', message) : new AppError('BAD_REQUEST', message);
     case 413:
       return new AppError('MESSAGE_TOO_LARGE', 'request body too large');
+    case 414:
+      // The router's limit on one path segment sits above any valid name (MAX_PATH_PARAM_LENGTH).
+      return new AppError('VALIDATION_FAILED', `a path segment is longer than any valid name (${MAX_NAME_LENGTH} characters)`);
     case 415:
       return new AppError('UNSUPPORTED_MEDIA_TYPE', message);
     default:
       return new AppError('INTERNAL', 'internal error');
   }
+}
+
+/**
+ * A failed zod validation as VALIDATION_FAILED, or as the code a refinement names in its
+ * `params.code` (the SDP size limit: SDP_TOO_LARGE). `firstOnly` reports one issue; `root`
+ * names the whole input in the message.
+ */
+export function validationError(err: z.ZodError, opts: { firstOnly?: boolean; root?: string } = {}): AppError {
+  const issues = opts.firstOnly === true ? err.issues.slice(0, 1) : err.issues;
+  const message = issues.map((i) => `${i.path.join('.') || (opts.root ?? 'body')}: ${i.message}`).join('; ') || 'invalid input';
+  const named = err.issues.map((i) => (i.code === 'custom' ? (i.params as { code?: unknown } | undefined)?.code : undefined)).find((c) => typeof c === 'string' && c in ERROR_STATUS);
+  return new AppError((named as ErrorCode | undefined) ?? 'VALIDATION_FAILED', message);
 }
 
 /** The one JSON shape of an error, over HTTP and in signaling messages alike. */

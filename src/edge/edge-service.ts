@@ -5,7 +5,7 @@ import type { Config } from '../config.ts';
 import { createHttpApp, listen } from '../http/app.ts';
 import { devTokenRoute } from '../http/routes/ops.ts';
 import { webRoutes } from '../http/routes/web.ts';
-import { SIGNALING_PATH } from '../signaling/ws-route.ts';
+import { signalingEndpoint } from '../signaling/ws-route.ts';
 import { EdgeSession } from './edge-session.ts';
 import { relayRoutes } from './http-relay.ts';
 import { WorkerPool } from './worker-pool.ts';
@@ -74,7 +74,7 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   devTokenRoute(app, { tokens, config });
   relayRoutes(app, { pool, tokens, config });
   const sessions = new Set<EdgeSession>();
-  app.get(SIGNALING_PATH, { websocket: true }, (socket) => {
+  signalingEndpoint(app, (socket) => {
     const session = new EdgeSession(socket, { pool, tokens, config, log });
     sessions.add(session);
     socket.on('close', () => sessions.delete(session));

@@ -1,50 +1,101 @@
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { requireGrant, type TokenService } from '../auth/tokens.ts';
+import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
+import type { z } from 'zod';
+import { requireGrant, requireRoom, type AccessToken, type TokenService } from '../auth/tokens.ts';
 import { AppError } from '../common/errors.ts';
 import type { Config } from '../config.ts';
 import { authenticate } from '../http/auth.ts';
+import { IceBody, LeaveBody, SignalBody } from '../http/routes/media.ts';
+import { CreateRoom } from '../http/routes/recordings.ts';
+import { parse, pathName } from '../http/validate.ts';
 import type { MediaWorker } from './media-worker.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and those the relay recomputes. */
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'te', 'trailer', 'proxy-connection']);
 
-/** Requests that may create their room go to its worker or, for a new room, the least loaded. */
-interface Route {
-  room: string;
-  creates: boolean;
+/**
+ * A worker route the edge relays. The edge's router has the same routes as a worker's, so
+ * an unknown path or method, a bad URL or an overlong path segment gets the same answer
+ * at the edge without reaching a worker.
+ */
+interface Relayed {
+  method: HTTPMethods[];
+  url: string;
+  /** The room is named in the JSON body: its schema (the worker's own) and field. */
+  body?: { schema: z.ZodType; field: string };
+  /**
+   * The request may create its room: what the token must allow before the room is
+   * assigned to a worker. Others reach the room's worker if it has one, else any.
+   */
+  creates?: (token: AccessToken, room: string) => void;
+}
+
+const RELAYED: Relayed[] = [
+  {
+    method: ['POST'],
+    url: '/video/signal',
+    body: { schema: SignalBody, field: 'room_id' },
+    creates: (token, room) => {
+      requireRoom(token, room);
+      if (!token.grants.has('publish') && !token.grants.has('subscribe')) throw new AppError('FORBIDDEN', 'token lacks the "publish" and "subscribe" grants');
+    },
+  },
+  { method: ['POST'], url: '/video/ice', body: { schema: IceBody, field: 'room_id' } },
+  { method: ['POST'], url: '/video/leave', body: { schema: LeaveBody, field: 'room_id' } },
+  { method: ['POST'], url: '/video/rooms', body: { schema: CreateRoom, field: 'name' }, creates: (token) => requireGrant(token, 'admin') },
+  { method: ['GET'], url: '/video/rooms/:room' },
+  { method: ['POST', 'DELETE'], url: '/video/rooms/:room/recording' },
+  {
+    method: ['POST'],
+    url: '/whip/:room',
+    creates: (token, room) => {
+      requireRoom(token, room);
+      requireGrant(token, 'publish');
+    },
+  },
+  { method: ['PATCH', 'DELETE'], url: '/whip/:room/:sid' },
+  {
+    method: ['POST'],
+    url: '/whep/:room/:identity',
+    creates: (token, room) => {
+      requireRoom(token, room);
+      requireGrant(token, 'subscribe');
+    },
+  },
+  { method: ['PATCH', 'DELETE'], url: '/whep/:room/:identity/:sid' },
+  { method: ['GET'], url: '/video/recordings' },
+  { method: ['GET'], url: '/video/recordings/:id' },
+  { method: ['GET'], url: '/video/recordings/:id/files/:file' },
+];
+
+/** CORS preflights carry no token: any worker answers them, nothing is created. */
+const PREFLIGHTS = ['/whip/:room', '/whip/:room/:sid', '/whep/:room/:identity', '/whep/:room/:identity/:sid'];
+
+function isJson(req: FastifyRequest): boolean {
+  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() === 'application/json';
 }
 
 /**
- * Which room an HTTP request is about, from its path (WHIP, WHEP, room admin and
- * recording) or its JSON body (the seed API, room creation). Requests about no room
- * (recordings, bad paths) go to any worker: they share the recordings folder, and the
- * worker gives the same answer the edge would.
+ * The room a request names, checked as the worker would check it (token first, then the
+ * name's length and the body's shape); undefined when the request names none the edge
+ * can read (the worker then answers it, as it would anyway).
  */
-function routeOf(method: string, path: string, body: Buffer | undefined): Route | undefined {
-  const inPath = /^\/(?:whip|whep|video\/rooms)\/([^/]+)(\/[^/]+)?/.exec(path);
-  if (inPath !== null) {
-    let room: string;
-    try {
-      room = decodeURIComponent(inPath[1]!);
-    } catch {
-      return undefined;
-    }
-    const kind = path.split('/')[1];
-    // POST /whip/:room and /whep/:room/:identity open a session; the rest reach an existing one.
-    const creates = method === 'POST' && ((kind === 'whip' && inPath[2] === undefined) || (kind === 'whep' && path.split('/').length === 4));
-    return { room, creates };
+function roomOf(route: Relayed, req: FastifyRequest, body: Buffer | undefined): string | undefined {
+  const params = req.params as Record<string, string>;
+  if (params.room !== undefined) {
+    if (params.identity !== undefined) pathName(params.identity, 'identity');
+    return pathName(params.room, 'room');
   }
-  const field = path === '/video/rooms' ? 'name' : /^\/video\/(?:signal|ice|leave)$/.test(path) ? 'room_id' : undefined;
-  if (field === undefined || method !== 'POST' || body === undefined) return undefined;
+  if (route.body === undefined || body === undefined || !isJson(req)) return undefined;
+  let json: unknown;
   try {
-    const room = (JSON.parse(body.toString('utf8')) as Record<string, unknown> | null)?.[field];
-    return typeof room === 'string' && room.length > 0 ? { room, creates: field === 'name' || path === '/video/signal' } : undefined;
+    json = JSON.parse(body.toString('utf8'));
   } catch {
-    return undefined;
+    throw new AppError('MALFORMED_JSON', 'request body is not valid JSON');
   }
+  return (parse(route.body.schema, json) as Record<string, string>)[route.body.field];
 }
 
 async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyReply, body: Buffer | undefined): Promise<FastifyReply> {
@@ -73,8 +124,9 @@ async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyRep
 }
 
 /**
- * Everything the edge does not answer itself goes to a media worker: by room where the
- * request names one, else to any. The room listing is merged from every worker.
+ * The worker routes, relayed: by room where the request names one, else to any worker.
+ * Nothing is assigned, relayed or logged for a request before its token checks out. The
+ * room listing is merged from every worker.
  */
 export function relayRoutes(app: FastifyInstance, deps: { pool: WorkerPool; tokens: TokenService; config: Config }): void {
   const { pool, tokens, config } = deps;
@@ -92,13 +144,27 @@ export function relayRoutes(app: FastifyInstance, deps: { pool: WorkerPool; toke
   });
 
   void app.register(async (scope) => {
+    // Bodies go to the worker as they came, within the same size limit.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.limits.maxMessageBytes }, (_req, body, done) => done(null, body));
-    scope.all('/*', async (req, reply) => {
-      const body = Buffer.isBuffer(req.body) ? req.body : undefined;
-      const route = routeOf(req.method, req.url.split('?')[0]!, body);
-      const worker = route === undefined ? pool.leastLoaded() : route.creates ? pool.assign(route.room) : (pool.find(route.room) ?? pool.leastLoaded());
-      return relay(worker, req, reply, body);
-    });
+    for (const url of PREFLIGHTS) scope.options(url, (req, reply) => relay(pool.leastLoaded(), req, reply, undefined));
+    for (const route of RELAYED) {
+      scope.route({
+        method: route.method,
+        url: route.url,
+        handler: async (req, reply) => {
+          const token = await authenticate(tokens, req);
+          const body = Buffer.isBuffer(req.body) ? req.body : undefined;
+          const room = roomOf(route, req, body);
+          let worker: MediaWorker;
+          if (room === undefined) worker = pool.leastLoaded();
+          else if (route.creates !== undefined) {
+            route.creates(token, room);
+            worker = pool.assign(room);
+          } else worker = pool.find(room) ?? pool.leastLoaded();
+          return relay(worker, req, reply, body);
+        },
+      });
+    }
   });
 }

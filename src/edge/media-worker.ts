@@ -75,7 +75,9 @@ export class MediaWorker extends TypedEmitter<{ load: []; exit: [expected: boole
         w.off('exit', onExit);
         resolve(w);
       };
-      w.post({ type: 'start', index, config, portRange });
+      // Every request a worker serves comes from the edge's address: the edge limits per client IP.
+      const workerConfig: Config = { ...config, limits: { ...config.limits, httpRate: undefined } };
+      w.post({ type: 'start', index, config: workerConfig, portRange });
     });
   }
 

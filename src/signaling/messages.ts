@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DisplayName, Sdp } from '../common/limits.ts';
 
 /**
  * The WebSocket signaling protocol, version 1. These schemas are the protocol: the server
@@ -11,7 +12,6 @@ export const Target = z.enum(['publisher', 'subscriber']);
 export type Target = z.infer<typeof Target>;
 
 const RequestId = z.union([z.string().max(64), z.number().int()]).optional();
-const Sdp = z.string().min(1).max(128 * 1024);
 
 export const IceCandidateInit = z.object({
   candidate: z.string().max(1024),
@@ -31,7 +31,7 @@ export const ClientMessage = z.discriminatedUnion('type', [
     id: RequestId,
     protocol: z.number().int(),
     token: z.string().min(1).max(8192),
-    name: z.string().max(128).optional(),
+    name: DisplayName.optional(),
   }),
   z.object({ type: z.literal('offer'), id: RequestId, target: z.literal('publisher'), sdp: Sdp }),
   z.object({ type: z.literal('answer'), id: RequestId, target: z.literal('subscriber'), sdp: Sdp }),

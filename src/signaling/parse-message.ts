@@ -1,4 +1,5 @@
-import { AppError } from '../common/errors.ts';
+import { AppError, validationError } from '../common/errors.ts';
+import { clip } from '../common/limits.ts';
 import { CLIENT_MESSAGE_TYPES, ClientMessage } from './messages.ts';
 
 export type RequestId = string | number | undefined;
@@ -26,13 +27,9 @@ export function parseClientMessage(data: Buffer, isBinary: boolean, maxBytes: nu
   if (typeof json !== 'object' || json === null || Array.isArray(json) || typeof type !== 'string') {
     return fail(id, new AppError('VALIDATION_FAILED', 'message must be a JSON object with a string "type"'));
   }
-  if (!CLIENT_MESSAGE_TYPES.includes(type)) return fail(id, new AppError('UNKNOWN_MESSAGE_TYPE', `unknown message type "${type.slice(0, 64)}"`));
+  if (!CLIENT_MESSAGE_TYPES.includes(type)) return fail(id, new AppError('UNKNOWN_MESSAGE_TYPE', `unknown message type "${clip(type, 64)}"`));
   const parsed = ClientMessage.safeParse(json);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    const where = issue === undefined ? '' : `${issue.path.join('.') || '(message)'}: `;
-    return fail(id, new AppError('VALIDATION_FAILED', `${where}${issue?.message ?? 'invalid message'}`));
-  }
+  if (!parsed.success) return fail(id, validationError(parsed.error, { firstOnly: true, root: '(message)' }));
   return { ok: true, msg: parsed.data };
 }
 

@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { iceServersFor } from '../../auth/ice-servers.ts';
 import { requireGrant, requireRoom, type AccessToken, type Grant, type TokenService } from '../../auth/tokens.ts';
 import { AppError } from '../../common/errors.ts';
+import { clip, Name, Sdp, SdpSize } from '../../common/limits.ts';
 import type { Config } from '../../config.ts';
 import type { Participant, ParticipantKind } from '../../sfu/participant.ts';
 import type { PublishedTrack } from '../../sfu/published-track.ts';
@@ -12,6 +13,7 @@ import { assertPlausibleSdp, CANDIDATE_LINE, receives, sends, type MediaSection 
 import type { Sfu } from '../../sfu/sfu.ts';
 import { IceCandidateInit } from '../../signaling/messages.ts';
 import { authenticate } from '../auth.ts';
+import { parse } from '../validate.ts';
 
 /**
  * Media over plain HTTP, one PeerConnection per session, negotiated by a single offer/answer
@@ -28,27 +30,27 @@ import { authenticate } from '../auth.ts';
 
 const SDP_TYPE = 'application/sdp';
 const SDPFRAG_TYPE = 'application/trickle-ice-sdpfrag';
-const MAX_SDP = 128 * 1024;
-
-const Name = z.string().min(1).max(128);
-const SdpText = z.string().min(1).max(MAX_SDP);
-
-const SignalBody = z.object({
+/** The bodies of the seed API; the edge checks them too, before it routes by room_id. */
+export const SignalBody = z.object({
   room_id: Name,
   peer_id: Name,
   /** An SDP string, or the seed's SessionDescription object `{type, sdp}`. */
-  sdp: z.union([SdpText, z.object({ type: z.string().max(32), sdp: SdpText })]),
+  sdp: z.union([Sdp, z.object({ type: z.string().max(32), sdp: Sdp })]),
   type: z.string().max(32).optional(),
 });
 
-const IceBody = z.object({
+export const IceBody = z.object({
   room_id: Name,
   peer_id: Name,
   /** An RTCIceCandidateInit, a bare candidate line, or null / "" (end of candidates). */
   candidate: z.union([IceCandidateInit, z.string().max(1024)]).nullable(),
 });
 
-const LeaveBody = z.object({ room_id: Name, peer_id: Name });
+export const LeaveBody = z.object({ room_id: Name, peer_id: Name });
+
+/** Path parameters that name a room or an identity: the same limit as everywhere (src/common/limits.ts). */
+const RoomParams = z.object({ room: Name, sid: z.string().optional() });
+const WhepParams = z.object({ room: Name, identity: Name, sid: z.string().optional() });
 
 
 const CORS_HEADERS = {
@@ -74,16 +76,6 @@ interface Resource {
   etag: string;
 }
 
-function zodMessage(err: z.ZodError): string {
-  return err.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; ');
-}
-
-function parse<T extends z.ZodType>(schema: T, body: unknown): z.infer<T> {
-  const r = schema.safeParse(body);
-  if (!r.success) throw new AppError('VALIDATION_FAILED', zodMessage(r.error));
-  return r.data;
-}
-
 function mediaTypeOf(req: FastifyRequest): string {
   return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
 }
@@ -91,10 +83,11 @@ function mediaTypeOf(req: FastifyRequest): string {
 function requireContentType(req: FastifyRequest, type: string): string {
   const got = mediaTypeOf(req);
   if (got !== type) {
-    throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Content-Type must be ${type}${got === '' ? '' : `, not ${got}`}`);
+    throw new AppError('UNSUPPORTED_MEDIA_TYPE', `Content-Type must be ${type}${got === '' ? '' : `, not ${clip(got, 64)}`}`);
   }
   if (typeof req.body !== 'string') throw new AppError('BAD_REQUEST', 'request body is missing');
-  return req.body;
+  // An offer or a trickle fragment: the one SDP size limit.
+  return parse(SdpSize, req.body);
 }
 
 /** A bearer may act for `peerId` if it is the token's identity, or with the admin grant. */
@@ -204,10 +197,12 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
 
   /** The live session `sid` of this kind in `room`, or PEER_NOT_FOUND; then the ownership check. */
   function resourceFor(token: AccessToken, kind: ResourceKind, room: string, sid: string, target?: string): Resource {
+    if (target === undefined) parse(RoomParams, { room, sid });
+    else parse(WhepParams, { room, identity: target, sid });
     requireRoom(token, room);
     const r = resources.get(sid);
     if (r === undefined || r.kind !== kind || r.room !== room || r.participant.closed || (target !== undefined && r.target !== target)) {
-      throw new AppError('PEER_NOT_FOUND', `no ${kind.toUpperCase()} session "${sid}" in room "${room}"`);
+      throw new AppError('PEER_NOT_FOUND', `no ${kind.toUpperCase()} session "${clip(sid, 64)}" in room "${room}"`);
     }
     if (r.owner !== token.identity && !token.grants.has('admin')) {
       throw new AppError('FORBIDDEN', `session "${sid}" belongs to another identity`);
@@ -324,7 +319,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
     scope.post<{ Params: { room: string } }>('/whip/:room', { onRequest: cors }, async (req, reply) => {
       const token = await authenticate(tokens, req);
       const offer = requireContentType(req, SDP_TYPE);
-      const room = req.params.room;
+      const { room } = parse(RoomParams, req.params);
       requireRoom(token, room);
       requireGrant(token, 'publish');
       const sections = audioVideo(assertPlausibleSdp(offer));
@@ -355,7 +350,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
     scope.post<{ Params: { room: string; identity: string } }>('/whep/:room/:identity', { onRequest: cors }, async (req, reply) => {
       const token = await authenticate(tokens, req);
       const offer = requireContentType(req, SDP_TYPE);
-      const { room: roomName, identity } = req.params;
+      const { room: roomName, identity } = parse(WhepParams, req.params);
       requireRoom(token, roomName);
       requireGrant(token, 'subscribe');
       const sections = audioVideo(assertPlausibleSdp(offer));

@@ -3,9 +3,11 @@ import type { Registry } from 'prom-client';
 import { z } from 'zod';
 import { GRANTS, requireGrant, type Grant, type TokenService } from '../../auth/tokens.ts';
 import { AppError } from '../../common/errors.ts';
+import { DisplayName, Name } from '../../common/limits.ts';
 import type { Config } from '../../config.ts';
 import type { Sfu } from '../../sfu/sfu.ts';
 import { authenticate } from '../auth.ts';
+import { parse, pathName } from '../validate.ts';
 
 /** Health, metrics and the admin room listing of a node whose media runs in its own process. */
 export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; metrics: Registry }): void {
@@ -27,7 +29,7 @@ export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenS
 
   app.get<{ Params: { id: string } }>('/video/rooms/:id', async (req) => {
     requireGrant(await authenticate(tokens, req), 'admin');
-    const room = sfu.getRoom(req.params.id);
+    const room = sfu.getRoom(pathName(req.params.id, 'room'));
     return {
       name: room.name,
       sid: room.sid,
@@ -41,9 +43,9 @@ export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenS
 export function devTokenRoute(app: FastifyInstance, deps: { tokens: TokenService; config: Config }): void {
   const { tokens, config } = deps;
   const DevTokenQuery = z.object({
-    room: z.string().min(1).max(128),
-    identity: z.string().min(1).max(128),
-    name: z.string().max(128).optional(),
+    room: Name,
+    identity: Name,
+    name: DisplayName.optional(),
     grants: z.string().optional(),
     /** `1`/`true`: the token's `e2ee` claim, so the room is (or must be) end-to-end encrypted; `0`/`false`: must not be. */
     e2ee: z.enum(['1', 'true', '0', 'false']).optional(),
@@ -51,12 +53,11 @@ export function devTokenRoute(app: FastifyInstance, deps: { tokens: TokenService
   // Only while the random development key is in use: with real keys tokens come from the operator.
   app.get('/dev/token', async (req) => {
     if (!config.auth.development) throw new AppError('NOT_FOUND', 'the development token endpoint is off when SCV_API_KEY is set');
-    const q = DevTokenQuery.safeParse(req.query);
-    if (!q.success) throw new AppError('VALIDATION_FAILED', q.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
-    const grants = (q.data.grants ?? 'publish,subscribe').split(',').filter((g) => g.length > 0);
+    const q = parse(DevTokenQuery, req.query, 'query');
+    const grants = (q.grants ?? 'publish,subscribe').split(',').filter((g) => g.length > 0);
     const bad = grants.find((g) => !(GRANTS as readonly string[]).includes(g));
     if (bad !== undefined) throw new AppError('VALIDATION_FAILED', `unknown grant "${bad}"`);
-    const e2ee = q.data.e2ee === undefined ? undefined : q.data.e2ee === '1' || q.data.e2ee === 'true';
-    return { token: await tokens.mint({ room: q.data.room, identity: q.data.identity, name: q.data.name, grants: grants as Grant[], e2ee }) };
+    const e2ee = q.e2ee === undefined ? undefined : q.e2ee === '1' || q.e2ee === 'true';
+    return { token: await tokens.mint({ room: q.room, identity: q.identity, name: q.name, grants: grants as Grant[], e2ee }) };
   });
 }

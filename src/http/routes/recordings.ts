@@ -3,9 +3,11 @@ import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import { type AccessToken, requireGrant, type TokenService } from '../../auth/tokens.ts';
 import { AppError } from '../../common/errors.ts';
+import { Name } from '../../common/limits.ts';
 import type { RecordingManager } from '../../recording/recording-manager.ts';
 import type { Sfu } from '../../sfu/sfu.ts';
 import { authenticate } from '../auth.ts';
+import { parse, pathName } from '../validate.ts';
 
 /** Admin or the record grant for that room. */
 function requireRecordAccess(token: AccessToken, room: string): void {
@@ -14,7 +16,8 @@ function requireRecordAccess(token: AccessToken, room: string): void {
   if (token.room !== room) throw new AppError('FORBIDDEN', `token is not valid for room "${room}"`);
 }
 
-const CreateRoom = z.object({ name: z.string().min(1).max(128), e2ee: z.boolean().default(false) });
+/** POST /video/rooms; the edge checks it too, before it routes by name. */
+export const CreateRoom = z.object({ name: Name, e2ee: z.boolean().default(false) });
 
 /** Room creation with a fixed mode, recording control, and finished recordings. */
 export function recordingRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; recordings: RecordingManager }): void {
@@ -22,23 +25,26 @@ export function recordingRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: 
 
   app.post('/video/rooms', async (req, reply) => {
     requireGrant(await authenticate(tokens, req), 'admin');
-    const body = CreateRoom.safeParse(req.body);
-    if (!body.success) throw new AppError('VALIDATION_FAILED', body.error.issues.map((i) => `${i.path.join('.') || 'body'}: ${i.message}`).join('; '));
-    const existed = sfu.findRoom(body.data.name) !== undefined;
-    const room = sfu.getOrCreateRoom(body.data.name, { e2ee: body.data.e2ee });
+    const body = parse(CreateRoom, req.body);
+    const existed = sfu.findRoom(body.name) !== undefined;
+    const room = sfu.getOrCreateRoom(body.name, { e2ee: body.e2ee });
     reply.status(existed ? 200 : 201);
     return { name: room.name, sid: room.sid, e2ee: room.e2ee };
   });
 
   app.post<{ Params: { id: string } }>('/video/rooms/:id/recording', async (req, reply) => {
-    requireRecordAccess(await authenticate(tokens, req), req.params.id);
+    const token = await authenticate(tokens, req);
+    const room = pathName(req.params.id, 'room');
+    requireRecordAccess(token, room);
     reply.status(201);
-    return recordings.start(req.params.id);
+    return recordings.start(room);
   });
 
   app.delete<{ Params: { id: string } }>('/video/rooms/:id/recording', async (req) => {
-    requireRecordAccess(await authenticate(tokens, req), req.params.id);
-    return recordings.stop(req.params.id);
+    const token = await authenticate(tokens, req);
+    const room = pathName(req.params.id, 'room');
+    requireRecordAccess(token, room);
+    return recordings.stop(room);
   });
 
   app.get('/video/recordings', async (req) => {
