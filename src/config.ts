@@ -36,6 +36,8 @@ const RawConfig = z
     RTC_PORT_MIN: port.optional(),
     RTC_PORT_MAX: port.optional(),
     RTC_IPV6: bool.default(false),
+    /** Seconds without an answer to our ICE consent checks (RFC 7675) before a connection fails. */
+    RTC_CONSENT_TIMEOUT: z.coerce.number().positive().max(300).default(30),
     STUN_URLS: z.string().default('').transform(csv),
     TURN_URLS: z.string().default('').transform(csv),
     TURN_USERNAME: z.string().optional(),
@@ -130,6 +132,8 @@ export interface Config {
     portRange: [number, number] | undefined;
     ipv6: boolean;
     codecs: CodecName[];
+    /** RTC_CONSENT_TIMEOUT, in seconds (werift's unit). */
+    consentTimeoutSeconds: number;
   };
   ice: {
     stunUrls: string[];
@@ -208,6 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       portRange: c.RTC_PORT_MIN === undefined ? undefined : [c.RTC_PORT_MIN, c.RTC_PORT_MAX!],
       ipv6: c.RTC_IPV6,
       codecs: c.CODECS,
+      consentTimeoutSeconds: c.RTC_CONSENT_TIMEOUT,
     },
     ice: {
       stunUrls: c.STUN_URLS,

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import type { MediaStats } from '../sfu/media-stats.ts';
+import { PACKET_DROP_REASONS, type MediaStats } from '../sfu/media-stats.ts';
 import type { Sfu } from '../sfu/sfu.ts';
 
 /** Prometheus metrics, read from the SFU at scrape time so nothing is counted twice. */
@@ -19,7 +19,7 @@ export function createMetrics(sfu: Sfu): Registry {
   gauge('scv_participants', 'Participants connected on this node', () => sfu.participantCount());
   gauge('scv_published_tracks', 'Tracks being published', () => sfu.publishedTrackCount());
   gauge('scv_overload_shed_ratio', 'Share of video subscriptions not forwarded because the process is overloaded (0-1)', () => sfu.overload.shedRatio);
-  const counter = (name: string, help: string, key: keyof MediaStats) =>
+  const counter = (name: string, help: string, key: Exclude<keyof MediaStats, 'mediaPacketsDropped'>) =>
     new Counter({
       name,
       help,
@@ -41,5 +41,15 @@ export function createMetrics(sfu: Sfu): Registry {
   counter('scv_firs_received_total', 'FIR feedback received from subscribers', 'firsReceived');
   counter('scv_keyframe_requests_sent_total', 'Keyframe requests (PLI) sent to publishers', 'keyframeRequestsSent');
   counter('scv_twcc_feedback_sent_total', 'Transport-wide congestion control feedback packets sent', 'twccFeedbackSent');
+  new Counter({
+    name: 'scv_media_packets_dropped_total',
+    help: 'Inbound media-port datagrams dropped before DTLS/SRTP (unauthenticated STUN, unvalidated source, plaintext DTLS after the handshake, handshake buffer full, malformed)',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const reason of PACKET_DROP_REASONS) this.inc({ reason }, sfu.stats.mediaPacketsDropped[reason]);
+    },
+  });
   return registry;
 }

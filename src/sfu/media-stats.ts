@@ -1,3 +1,15 @@
+import type { PacketDropReason } from 'werift';
+
+/** Every reason werift (patched, docs/werift.md) gives for an inbound datagram it dropped. */
+export const PACKET_DROP_REASONS: readonly PacketDropReason[] = [
+  'stun_auth',
+  'candidate_limit',
+  'unvalidated_source',
+  'dtls_plaintext',
+  'dtls_buffer',
+  'malformed',
+];
+
 /**
  * Process-wide media counters, plain numbers so the per-packet path costs one addition each.
  * The metrics endpoint reads them at scrape time.
@@ -18,4 +30,6 @@ export class MediaStats {
   firsReceived = 0;
   keyframeRequestsSent = 0;
   twccFeedbackSent = 0;
+  /** Inbound datagrams the media plane dropped before DTLS/SRTP, by reason. */
+  readonly mediaPacketsDropped = Object.fromEntries(PACKET_DROP_REASONS.map((r) => [r, 0])) as Record<PacketDropReason, number>;
 }

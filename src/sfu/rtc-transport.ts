@@ -1,4 +1,4 @@
-import { RTCPeerConnection, type RTCRtpTransceiver, type MediaStreamTrack } from 'werift';
+import { RTCPeerConnection, type RTCDtlsTransport, type RTCRtpTransceiver, type MediaStreamTrack } from 'werift';
 import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { TypedEmitter } from '../common/typed-emitter.ts';
@@ -40,6 +40,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
   private _state: TransportState = 'new';
   /** Candidates that arrived before the remote description; applied right after it. */
   private pendingCandidates: (IceCandidateInit | null)[] = [];
+  private readonly watchedDtls = new WeakSet<RTCDtlsTransport>();
 
   constructor(role: TransportRole, rtc: Config['rtc'], stats: MediaStats, log: Logger) {
     super();
@@ -58,6 +59,10 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
       iceUseIpv6: rtc.ipv6,
       icePortRange: rtc.portRange,
       iceInterfaceAddresses: rtc.interfaces.length > 0 ? { udp4: rtc.interfaces[0], udp6: undefined } : undefined,
+      iceConsentTimeout: rtc.consentTimeoutSeconds,
+      onPacketDropped: (reason) => {
+        stats.mediaPacketsDropped[reason]++;
+      },
     });
     if (role !== 'subscriber') {
       const twcc = new TwccFeedback({
@@ -111,6 +116,27 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
         },
       };
     };
+  }
+
+  /**
+   * werift never carries a DTLS close into the connection state: after the peer's
+   * close_notify (or a fatal alert) the connection stayed "connected" with no media.
+   * A DTLS transport that was up and ends is a failed connection.
+   */
+  private watchDtls(): void {
+    for (const dtls of this.pc.dtlsTransports) {
+      if (this.watchedDtls.has(dtls)) continue;
+      this.watchedDtls.add(dtls);
+      let wasConnected = dtls.state === 'connected';
+      dtls.onStateChange.subscribe((state) => {
+        if (state === 'connected') wasConnected = true;
+        if (this.closed || !wasConnected || (state !== 'closed' && state !== 'failed')) return;
+        this.log.warn({ role: this.role, dtlsState: state }, 'DTLS ended');
+        clearTimeout(this.disconnectedTimer);
+        this._state = 'failed';
+        this.emit('state', 'failed');
+      });
+    }
   }
 
   private onConnectionState(s: string): void {
@@ -196,6 +222,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
       this.log.debug({ err: (err as Error).message }, 'setRemoteDescription failed');
       throw new AppError('INVALID_SDP', `SDP rejected: ${(err as Error).message}`);
     }
+    this.watchDtls();
     const pending = this.pendingCandidates;
     this.pendingCandidates = [];
     for (const c of pending) await this.addCandidateNow(c).catch(() => {});
@@ -210,6 +237,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
       if (err instanceof AppError) throw err;
       throw new AppError('INVALID_SDP', `could not negotiate: ${(err as Error).message}`);
     }
+    this.watchDtls();
     return announceSdp(this.pc.localDescription!.sdp, this.announcedIp);
   }
 
