@@ -135,12 +135,12 @@ export class Room extends TypedEmitter<RoomEvents> {
 
   private assertPlayerFits(owner: string): void {
     const { maxPlayers, maxPlayersPerIdentity } = this.limits;
-    if (this.players.size >= maxPlayers) throw new AppError('TOO_MANY_PLAYERS', `room "${this.name}" has its maximum of ${maxPlayers} WHEP players`);
     let mine = 0;
     for (const o of this.players.values()) if (o === owner) mine++;
     if (mine >= maxPlayersPerIdentity) {
       throw new AppError('TOO_MANY_PLAYERS', `"${owner}" already has ${maxPlayersPerIdentity} WHEP players open in room "${this.name}"; DELETE one first`);
     }
+    if (this.players.size >= maxPlayers) throw new AppError('TOO_MANY_PLAYERS', `room "${this.name}" has its maximum of ${maxPlayers} WHEP players`);
   }
 
   private onParticipantClosed(p: Participant, reason: LeaveReason): void {
