@@ -76,7 +76,7 @@ const RawConfig = z
     SIGNALING_BURST: z.coerce.number().int().positive().default(100),
     /** Longest lifetime (exp - iat, and exp - now) an access token may have, in seconds. */
     MAX_TOKEN_LIFETIME: z.coerce.number().int().positive().default(DEFAULT_TOKEN_LIMITS.maxLifetimeSeconds),
-    /** Seconds of clock difference allowed when checking a token's exp, iat and nbf. */
+    /** Seconds a token's iat and nbf may lie in the future (the issuer's clock may be ahead). */
     TOKEN_CLOCK_SKEW: z.coerce.number().int().min(0).max(300).default(DEFAULT_TOKEN_LIMITS.clockSkewSeconds),
     /** WHEP players per room; they do not count against SCV_MAX_PARTICIPANTS. */
     MAX_WHEP_PLAYERS: z.coerce.number().int().positive().default(100),
