@@ -36,8 +36,11 @@ const RawConfig = z
     RTC_PORT_MIN: port.optional(),
     RTC_PORT_MAX: port.optional(),
     RTC_IPV6: bool.default(false),
-    /** Seconds without an answer to our ICE consent checks (RFC 7675) before a connection fails. */
-    RTC_CONSENT_TIMEOUT: z.coerce.number().positive().max(300).default(30),
+    /**
+     * Seconds without an answer to our ICE consent checks (RFC 7675) before a connection
+     * fails; werift checks every 4-6 s, so less than 8 would fail healthy connections.
+     */
+    RTC_CONSENT_TIMEOUT: z.coerce.number().min(8).max(300).default(30),
     STUN_URLS: z.string().default('').transform(csv),
     TURN_URLS: z.string().default('').transform(csv),
     TURN_USERNAME: z.string().optional(),
