@@ -6,13 +6,19 @@ export interface MediaSection {
   kind: string;
   mid: string | undefined;
   direction: Direction;
-  /** Port 0: the m-line is rejected or stopped. */
+  /** Port 0 (and not a bundle-only member of a BUNDLE group): the m-line is rejected or stopped. */
   stopped: boolean;
 }
 
-/** The m-sections of an SDP, enough to know what a remote offers to send and receive. */
+/**
+ * The m-sections of an SDP, enough to know what a remote offers to send and receive.
+ * RFC 8843 §6: a port-0 section with `a=bundle-only` inside a BUNDLE group that has a
+ * section with a port is bundled, not stopped (GStreamer webrtcbin's max-bundle offers).
+ */
 export function mediaSections(sdp: string): MediaSection[] {
   const out: MediaSection[] = [];
+  const bundleGroups: string[][] = [];
+  const bundleOnly = new Set<MediaSection>();
   let cur: MediaSection | undefined;
   for (const raw of sdp.split(/\r?\n/)) {
     const line = raw.trim();
@@ -20,12 +26,20 @@ export function mediaSections(sdp: string): MediaSection[] {
       const [kind, port] = line.slice(2).split(' ');
       cur = { kind: kind ?? '', mid: undefined, direction: 'sendrecv', stopped: port === '0' };
       out.push(cur);
-    } else if (cur !== undefined) {
-      if (line.startsWith('a=mid:')) cur.mid = line.slice(6);
-      else if (line === 'a=sendrecv' || line === 'a=sendonly' || line === 'a=recvonly' || line === 'a=inactive') {
-        cur.direction = line.slice(2) as Direction;
-      }
+    } else if (cur === undefined) {
+      if (line.startsWith('a=group:BUNDLE')) bundleGroups.push(line.slice(14).trim().split(/\s+/));
+    } else if (line.startsWith('a=mid:')) cur.mid = line.slice(6);
+    else if (line === 'a=bundle-only') bundleOnly.add(cur);
+    else if (line === 'a=sendrecv' || line === 'a=sendonly' || line === 'a=recvonly' || line === 'a=inactive') {
+      cur.direction = line.slice(2) as Direction;
     }
+  }
+  // Linear in the SDP's size: hostile SDPs may carry thousands of sections and mids.
+  const byMid = new Map(out.filter((s) => s.mid !== undefined).map((s) => [s.mid, s]));
+  for (const mids of bundleGroups) {
+    const members = mids.map((mid) => byMid.get(mid)).filter((s) => s !== undefined);
+    if (!members.some((s) => !s.stopped)) continue;
+    for (const s of members) if (bundleOnly.has(s)) s.stopped = false;
   }
   return out;
 }
