@@ -13,6 +13,7 @@ import type { RTCPeerConnection } from 'werift';
 import { CLOSE_NOTIFY, clientHello, dtlsFragment, forgedStun, junk } from './helpers/datagram-flood.ts';
 import type { TestClient } from './helpers/client.ts';
 import { sleep, TestService } from './helpers/service.ts';
+import { MAX_REMOTE_CANDIDATES } from '../src/sfu/rtc-transport.ts';
 
 /** The parts of werift's ICE agent a client's test looks at. */
 interface IceAgent {
@@ -142,6 +143,29 @@ describe('spoofed datagrams at a live room', () => {
       await svc.close();
     }
   });
+});
+
+test('a connection accepts at most 32 trickled candidates; the next one is a coded error', async () => {
+  const svc = await TestService.start();
+  try {
+    const c = await svc.join('trickler', 'trickle');
+    await c.publishTracks([{ kind: 'audio' }]);
+    const replies: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      const candidate = { candidate: `candidate:${i} 1 udp 2122260223 127.0.3.${i + 1} ${40_000 + i} typ host`, sdpMid: '0', sdpMLineIndex: 0 };
+      const reply = await c.request({ type: 'candidate', target: 'publisher', candidate });
+      replies.push(reply.type === 'error' ? reply.code : reply.type);
+    }
+    const acked = replies.filter((r) => r === 'ack').length;
+    assert.ok(acked <= MAX_REMOTE_CANDIDATES && acked >= MAX_REMOTE_CANDIDATES - 4, `acked ${acked}: ${replies.join(',')}`);
+    assert.deepEqual(replies.slice(acked), Array(40 - acked).fill('INVALID_CANDIDATE'));
+    const refused = await c.request({ type: 'candidate', target: 'publisher', candidate: { candidate: 'candidate:99 1 udp 1 127.0.3.99 49999 typ host', sdpMid: '0' } });
+    assert.equal(refused.type, 'error');
+    assert.match((refused as { message: string }).message, /too many ICE candidates/);
+    await c.close({ leave: true });
+  } finally {
+    await svc.close();
+  }
 });
 
 describe('a transport that stops is never a zombie', () => {

@@ -23,6 +23,12 @@ interface RtcTransportEvents extends Record<string, unknown[]> {
 const DISCONNECTED_TIMEOUT_MS = 10_000;
 
 /**
+ * Trickled remote candidates one connection accepts: each becomes pairs the server sends
+ * checks to, so without a cap one client could aim the server's checks at any address.
+ */
+export const MAX_REMOTE_CANDIDATES = 32;
+
+/**
  * One werift RTCPeerConnection and everything that belongs to it: ICE trickle (with the
  * announced address applied), connection state, our own TWCC feedback for what the remote
  * sends, and SDP validation. A publisher transport answers the client's offers; a
@@ -41,6 +47,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
   /** Candidates that arrived before the remote description; applied right after it. */
   private pendingCandidates: (IceCandidateInit | null)[] = [];
   private readonly watchedDtls = new WeakSet<RTCDtlsTransport>();
+  private remoteCandidates = 0;
 
   constructor(role: TransportRole, rtc: Config['rtc'], stats: MediaStats, log: Logger) {
     super();
@@ -193,6 +200,9 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     if (this.closed) return;
     if (candidate !== null && candidate.candidate !== '' && !CANDIDATE_LINE.test(candidate.candidate)) {
       throw new AppError('INVALID_CANDIDATE', 'ICE candidate is not a valid candidate line');
+    }
+    if (candidate !== null && candidate.candidate !== '' && ++this.remoteCandidates > MAX_REMOTE_CANDIDATES) {
+      throw new AppError('INVALID_CANDIDATE', `too many ICE candidates for one connection (at most ${MAX_REMOTE_CANDIDATES})`);
     }
     if (this.pc.remoteDescription === null) {
       if (this.pendingCandidates.length < 64) this.pendingCandidates.push(candidate);
