@@ -55,6 +55,12 @@ export async function createHttpApp(config: Config, log: Logger): Promise<Fastif
     clientErrorHandler: onClientError,
   });
   app.setErrorHandler((err, req, reply) => {
+    // The client went away mid-request (a relayed answer cut short, a body it stopped
+    // sending): nobody to answer, and no bug.
+    if (reply.raw.destroyed || (err as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') {
+      log.debug({ method: req.method, url: clip(req.url), err: (err as Error).message }, 'client went away');
+      return reply;
+    }
     const e = toAppError(err);
     if (e.code === 'INTERNAL') log.error({ err, method: req.method, url: clip(req.url) }, 'request failed');
     return sendError(reply, e);
