@@ -141,6 +141,31 @@ describe('bundle-only sections and codec letter case', () => {
     assertBothSectionsAccepted(res.body);
   });
 
+  test('WHEP answers a max-bundle player offer (bundle-only audio) with audio it sends', async () => {
+    const alice = await svc.join('alice', 'bundle-only-whep');
+    for (const t of await alice.publishTracks([{ kind: 'video' }, { kind: 'audio' }])) await alice.waitForTrackSid(t);
+    // webrtcbin as a player: the same sections, receive-only, no sources of its own.
+    const playerOffer = GST_OFFER.replaceAll('a=sendrecv', 'a=recvonly')
+      .split('\r\n')
+      .filter((l) => !l.startsWith('a=ssrc:'))
+      .join('\r\n');
+    const token = await svc.token('viewer', 'bundle-only-whep', ['subscribe']);
+    const res = await svc.fetch('/whep/bundle-only-whep/alice', {
+      method: 'POST',
+      headers: { 'content-type': 'application/sdp', authorization: `Bearer ${token}` },
+      body: playerOffer,
+    });
+    assert.equal(res.status, 201, JSON.stringify(res.body));
+    const { bundle, sections } = answerSections(res.body);
+    const audio = sections.find((s) => s.kind === 'audio');
+    assert.ok(audio !== undefined, res.body);
+    assert.notEqual(audio.port, 0, res.body);
+    assert.equal(audio.direction, 'sendonly', res.body);
+    assert.match(audio.rtpmaps.join(), /^\d+ opus\/48000\/2$/i, res.body);
+    assert.equal(sections.find((s) => s.kind === 'video')?.direction, 'sendonly', res.body);
+    assert.deepEqual(bundle, ['video0', 'audio1'], res.body);
+  });
+
   test('without BUNDLE (bundlePolicy disable) a bundle-only section stays rejected', async () => {
     const pc = new RTCPeerConnection({ bundlePolicy: 'disable', codecs: codecsFor(['opus', 'vp8']) });
     try {
