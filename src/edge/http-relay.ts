@@ -77,25 +77,29 @@ function isJson(req: FastifyRequest): boolean {
   return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() === 'application/json';
 }
 
+/** A JSON body the route routes by, parsed: its syntax is checked before the token, as a worker's body parser does. */
+function jsonBody(route: Relayed, req: FastifyRequest, body: Buffer | undefined): { json: unknown } | undefined {
+  if (route.body === undefined || body === undefined || !isJson(req)) return undefined;
+  try {
+    return { json: JSON.parse(body.toString('utf8')) };
+  } catch {
+    throw new AppError('MALFORMED_JSON', 'request body is not valid JSON');
+  }
+}
+
 /**
- * The room a request names, checked as the worker would check it (token first, then the
- * name's length and the body's shape); undefined when the request names none the edge
+ * The room a request names, checked as the worker checks it once the token has passed:
+ * the names' length, the body's shape. Undefined when the request names none the edge
  * can read (the worker then answers it, as it would anyway).
  */
-function roomOf(route: Relayed, req: FastifyRequest, body: Buffer | undefined): string | undefined {
+function roomOf(route: Relayed, req: FastifyRequest, body: { json: unknown } | undefined): string | undefined {
   const params = req.params as Record<string, string>;
   if (params.room !== undefined) {
     if (params.identity !== undefined) pathName(params.identity, 'identity');
     return pathName(params.room, 'room');
   }
-  if (route.body === undefined || body === undefined || !isJson(req)) return undefined;
-  let json: unknown;
-  try {
-    json = JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new AppError('MALFORMED_JSON', 'request body is not valid JSON');
-  }
-  return (parse(route.body.schema, json) as Record<string, string>)[route.body.field];
+  if (route.body === undefined || body === undefined) return undefined;
+  return (parse(route.body.schema, body.json) as Record<string, string>)[route.body.field];
 }
 
 async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyReply, body: Buffer | undefined): Promise<FastifyReply> {
@@ -153,9 +157,10 @@ export function relayRoutes(app: FastifyInstance, deps: { pool: WorkerPool; toke
         method: route.method,
         url: route.url,
         handler: async (req, reply) => {
-          const token = await authenticate(tokens, req);
           const body = Buffer.isBuffer(req.body) ? req.body : undefined;
-          const room = roomOf(route, req, body);
+          const json = jsonBody(route, req, body);
+          const token = await authenticate(tokens, req);
+          const room = roomOf(route, req, json);
           let worker: MediaWorker;
           if (room === undefined) worker = pool.leastLoaded();
           else if (route.creates !== undefined) {

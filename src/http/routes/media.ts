@@ -231,7 +231,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
       } catch (err) {
         // RFC 9725 §4.3.1: a candidate the session cannot use is discarded, the rest still apply.
         if (!(err instanceof AppError) || err.code !== 'INVALID_CANDIDATE') throw err;
-        r.participant.log.debug({ candidate, err: err.message }, 'trickled candidate discarded');
+        r.participant.log.debug({ candidate: clip(candidate), err: err.message }, 'trickled candidate discarded');
       }
     }
     if (frag.endOfCandidates) await r.participant.addCandidate('publisher', null);
