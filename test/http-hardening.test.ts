@@ -6,6 +6,7 @@
  * media worker processes.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
@@ -297,6 +298,10 @@ describe('one name limit', () => {
     for (const opts of [{ identity: tooLong, room: 'r' }, { identity: 'i', room: tooLong }, { identity: 'i', room: 'r', name: tooLong }]) {
       await assert.rejects(node.tokens.mint(opts), (err: unknown) => err instanceof AppError && err.code === 'VALIDATION_FAILED', JSON.stringify(opts));
     }
+    const env = { PATH: process.env.PATH, SCV_API_KEY: 'cli-key', SCV_API_SECRET: 's'.repeat(40) };
+    const cli = spawnSync(process.execPath, ['src/cli/token.ts', '--room', tooLong, '--identity', 'i'], { env, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(cli.status, 2, `npm run token with a long room: ${cli.stderr}`);
+    assert.match(cli.stderr, new RegExp(`room: .*${MAX_NAME_LENGTH}`));
     assertError(await http(node, 'GET', `/dev/token?room=${tooLong}&identity=i`), 400, 'VALIDATION_FAILED', '/dev/token room');
     assertError(await http(node, 'GET', `/dev/token?room=r&identity=${tooLong}`), 400, 'VALIDATION_FAILED', '/dev/token identity');
 
