@@ -25,7 +25,9 @@ export const MAX_PATH_PARAM_LENGTH = MAX_NAME_LENGTH * 9;
 /** Largest SDP (offer, answer or trickle fragment) accepted anywhere, in UTF-8 bytes. */
 export const MAX_SDP_BYTES = 128 * 1024;
 
-const fitsSdpLimit = (s: string) => s.length <= MAX_SDP_BYTES && Buffer.byteLength(s, 'utf8') <= MAX_SDP_BYTES;
+// The SDK shares these schemas (src/signaling/messages.ts): TextEncoder, not Buffer.
+const utf8 = new TextEncoder();
+const fitsSdpLimit = (s: string) => s.length <= MAX_SDP_BYTES && utf8.encode(s).byteLength <= MAX_SDP_BYTES;
 const SDP_LIMIT = { message: `SDP is limited to ${MAX_SDP_BYTES} bytes`, params: { code: 'SDP_TOO_LARGE' } };
 
 /** Any SDP a client sends; too large is SDP_TOO_LARGE (413), wherever it arrives. */
