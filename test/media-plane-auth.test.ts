@@ -101,6 +101,8 @@ async function spoofedAtLiveRoom(svc: Pick<TestService, 'fetch' | 'join'>, room:
   const video = await sub.waitForTrackFrom('pub', 'video', { minPackets: 30 });
   const audio = await sub.waitForTrackFrom('pub', 'audio', { minPackets: 20 });
   const before = await droppedByReason(svc);
+  // Legitimate traffic is never dropped: two clients joined, published and subscribed.
+  assert.ok(Object.keys(before).length >= 6 && Object.values(before).every((n) => n === 0), `drops before the attack: ${JSON.stringify(before)}`);
   const { sockets, replies } = await foreignSockets(8, '127.0.2');
   let stun = 0;
   let other = 0;
@@ -117,10 +119,12 @@ async function spoofedAtLiveRoom(svc: Pick<TestService, 'fetch' | 'join'>, room:
   // …nobody left, and every datagram is counted.
   assert.equal(pub.eventsOf('participant_left').length, 0);
   assert.equal(sub.eventsOf('participant_left').length, 0);
-  const now = await droppedByReason(svc);
+  // UDP may lose a few datagrams even on loopback (a busy machine, a full socket buffer).
+  let now = before;
   const grew = (reason: string) => (now[reason] ?? 0) - (before[reason] ?? 0);
-  assert.ok(grew('stun_auth') >= stun, `stun_auth +${grew('stun_auth')} of ${stun} forged requests (${JSON.stringify(now)})`);
-  assert.ok(grew('unvalidated_source') >= other, `unvalidated_source +${grew('unvalidated_source')} of ${other} datagrams (${JSON.stringify(now)})`);
+  const counted = () => grew('stun_auth') >= stun * 0.98 && grew('unvalidated_source') >= other * 0.98;
+  for (const end = Date.now() + 5_000; Date.now() < end && !counted(); await sleep(200)) now = await droppedByReason(svc);
+  assert.ok(counted(), `stun_auth +${grew('stun_auth')} of ${stun} forged requests, unvalidated_source +${grew('unvalidated_source')} of ${other} other datagrams (${JSON.stringify(now)})`);
   for (const s of sockets) s.close();
   await Promise.all([pub.close({ leave: true }), sub.close({ leave: true })]);
 }
