@@ -1,9 +1,10 @@
 /**
  * Interop with a real WHIP publisher: GStreamer's webrtcbin (Debian's GStreamer 1.22) in
  * max-bundle mode, as GStreamer's own WHIP elements use it, publishing VP8 and Opus
- * (test/helpers/gst-whip-publisher.py). Its offer's second section is
- * `m=audio 0 … a=bundle-only` with `OPUS` in capitals; a WHEP player and a WebSocket
- * participant must both get its video and its audio.
+ * (test/helpers/gst-webrtc-http.py). Its offer's second section is
+ * `m=audio 0 … a=bundle-only` with `OPUS` in capitals; a werift WHEP player, a WebSocket
+ * participant and webrtcbin as a max-bundle WHEP player must all get its video and its
+ * audio.
  *
  * libnice gathers no candidates on loopback interfaces, so inside the test runner's
  * loopback-only namespace this file adds an interface of its own (a bridge without ports,
@@ -21,7 +22,7 @@ import type { Service } from '../src/service.ts';
 import type { RemoteTrack } from './helpers/client.ts';
 import { eventually, TestService } from './helpers/service.ts';
 
-const PUBLISHER = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'gst-whip-publisher.py');
+const GST_CLIENT = path.join(path.dirname(fileURLToPath(import.meta.url)), 'helpers', 'gst-webrtc-http.py');
 const IFACE = 'scv-gst0';
 const IFACE_ADDRESS = '198.18.0.1/24';
 const ROOM = 'gst-whip';
@@ -47,16 +48,23 @@ type PublisherEvent =
   | { event: 'offer'; sdp: string }
   | { event: 'answer'; status: number; location: string | null; sdp: string }
   | { event: 'ice'; state: string }
+  | { event: 'rtp'; video: GstReceived; audio: GstReceived }
   | { event: 'error'; message: string };
 
-class GstPublisher {
+interface GstReceived {
+  packets: number;
+  payload_types: number[];
+}
+
+/** test/helpers/gst-webrtc-http.py as a WHIP publisher or a WHEP player. */
+class GstClient {
   readonly child: ChildProcess;
   readonly events: PublisherEvent[] = [];
   stderr = '';
   exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
 
-  constructor(python: string, url: string, token: string) {
-    this.child = spawn(python, [PUBLISHER, url, token], { stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(python: string, role: 'publish' | 'play', url: string, token: string) {
+    this.child = spawn(python, [GST_CLIENT, role, url, token], { stdio: ['ignore', 'pipe', 'pipe'] });
     let partial = '';
     this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       const lines = (partial + chunk).split('\n');
@@ -75,12 +83,25 @@ class GstPublisher {
     return this.events.find((e) => e.event === name) as Extract<PublisherEvent, { event: E }> | undefined;
   }
 
-  describe(): string {
-    const errors = this.events.filter((e) => e.event === 'error' || e.event === 'ice').map((e) => JSON.stringify(e));
-    return `publisher events: ${errors.join(' ')}; exit ${JSON.stringify(this.exit)}; stderr: ${this.stderr.slice(-1500)}`;
+  /** The latest `rtp` report (players). */
+  get received(): Extract<PublisherEvent, { event: 'rtp' }> | undefined {
+    return this.events.findLast((e) => e.event === 'rtp') as Extract<PublisherEvent, { event: 'rtp' }> | undefined;
   }
 
-  /** SIGTERM: the script DELETEs its WHIP session and exits 0. */
+  /** Waits for the WHIP/WHEP answer; fails with what the script said if it never came. */
+  async answered(): Promise<Extract<PublisherEvent, { event: 'answer' }>> {
+    await eventually(() => this.event('answer') !== undefined || this.exit !== undefined, 'the answer', 20_000).catch(() => {});
+    const answer = this.event('answer');
+    assert.ok(answer !== undefined, this.describe());
+    return answer;
+  }
+
+  describe(): string {
+    const events = this.events.filter((e) => e.event === 'error' || e.event === 'ice').map((e) => JSON.stringify(e));
+    return `GStreamer events: ${events.join(' ')}; last rtp ${JSON.stringify(this.received)}; exit ${JSON.stringify(this.exit)}; stderr: ${this.stderr.slice(-1500)}`;
+  }
+
+  /** SIGTERM: the script DELETEs its session and exits 0. */
   async stop(): Promise<void> {
     if (this.exit === undefined) {
       this.child.kill('SIGTERM');
@@ -153,6 +174,9 @@ describe('GStreamer webrtcbin as a WHIP publisher (max-bundle)', { skip: inNetns
   let svc: TestService<Service | EdgeService>;
   let python: string;
   let addedIface = false;
+  let publisher: GstClient;
+  let answer: Extract<PublisherEvent, { event: 'answer' }>;
+  let offer: string;
   const cleanups: (() => Promise<void>)[] = [];
 
   before(async () => {
@@ -176,75 +200,85 @@ describe('GStreamer webrtcbin as a WHIP publisher (max-bundle)', { skip: inNetns
     if (addedIface) ip('link', 'del', IFACE);
   });
 
-  test('a WHEP player and a WebSocket participant both receive its VP8 video and its Opus audio', { timeout: 90_000 }, async () => {
-    const watcher = await svc.join('watcher', ROOM, { grants: ['subscribe'] });
-    const publisher = new GstPublisher(python, `${svc.httpUrl}/whip/${ROOM}`, await svc.token('gst', ROOM, ['publish']));
+  test('its offer (bundle-only Opus in capitals) is answered with both sections active and bundled', async () => {
+    publisher = new GstClient(python, 'publish', `${svc.httpUrl}/whip/${ROOM}`, await svc.token('gst', ROOM, ['publish']));
     cleanups.push(() => publisher.stop());
-
-    await eventually(() => publisher.event('answer') !== undefined || publisher.exit !== undefined, 'the WHIP answer', 20_000).catch(() => {});
-    const answer = publisher.event('answer');
-    assert.ok(answer !== undefined, publisher.describe());
+    answer = await publisher.answered();
     assert.equal(answer.status, 201);
-    const offer = publisher.event('offer')!.sdp;
+    offer = publisher.event('offer')!.sdp;
     // What makes this publisher special: its audio section is bundle-only, its codec name in capitals.
     assert.match(offer, /^m=audio 0 /m);
     assert.match(offer, /^a=bundle-only$/m);
     assert.match(offer, /^a=rtpmap:\d+ OPUS\/48000\/2$/m);
     assert.match(answer.sdp, /^a=group:BUNDLE video0 audio1$/m, answer.sdp);
     assert.doesNotMatch(answer.sdp, /^m=audio 0 /m, answer.sdp);
-    const sentVideoPt = payloadTypeOf(offer, 'video', 'VP8');
-    const sentAudioPt = payloadTypeOf(offer, 'audio', 'opus');
-    assert.equal(payloadTypeOf(answer.sdp, 'video', 'VP8'), sentVideoPt, answer.sdp);
-    assert.equal(payloadTypeOf(answer.sdp, 'audio', 'opus'), sentAudioPt, answer.sdp);
+    assert.doesNotMatch(answer.sdp, /^a=inactive$/m, answer.sdp);
+    assert.equal(payloadTypeOf(answer.sdp, 'video', 'VP8'), payloadTypeOf(offer, 'video', 'VP8'), answer.sdp);
+    assert.equal(payloadTypeOf(answer.sdp, 'audio', 'opus'), payloadTypeOf(offer, 'audio', 'opus'), answer.sdp);
+  });
 
-    // The WebSocket participant: both tracks announced, both flowing.
-    await watcher.waitUntil(
-      () => watcher.eventsOf('track_published').filter((e) => e.identity === 'gst').length >= 2,
-      30_000,
-      () => `two tracks published by gst (${publisher.describe()})`,
-    );
-    const published = watcher.eventsOf('track_published').filter((e) => e.identity === 'gst');
-    assert.deepEqual(published.map((e) => `${e.track.kind}/${e.track.codec}`).sort(), ['audio/opus', 'video/vp8']);
-    const wsVideo = await watcher.waitForTrackFrom('gst', 'video', { minPackets: 30, minKeyframes: 1, timeoutMs: 30_000 });
-    const wsAudio = await watcher.waitForTrackFrom('gst', 'audio', { minPackets: 50, timeoutMs: 30_000 });
-    const wsPayloadTypes = (rec: RemoteTrack) => {
-      const got = new Received();
-      got.hookTransceiver(rec.transceiver);
-      return got;
-    };
-    const wsVideoPts = wsPayloadTypes(wsVideo);
-    const wsAudioPts = wsPayloadTypes(wsAudio);
+  test('a WebSocket participant receives its VP8 video and its Opus audio', { timeout: 60_000 }, async () => {
+    const watcher = await svc.join('watcher', ROOM, { grants: ['subscribe'] });
+    // Tracks published before the join are in `joined`, later ones come as track_published.
+    const published = () => [
+      ...(watcher.joined?.room.participants.find((p) => p.identity === 'gst')?.tracks ?? []),
+      ...watcher.eventsOf('track_published').filter((e) => e.identity === 'gst').map((e) => e.track),
+    ];
+    await watcher.waitUntil(() => published().length >= 2, 30_000, () => `two tracks published by gst (${publisher.describe()})`);
+    assert.deepEqual(published().map((t) => `${t.kind}/${t.codec}`).sort(), ['audio/opus', 'video/vp8']);
+    const video = await watcher.waitForTrackFrom('gst', 'video', { minPackets: 30, minKeyframes: 1, timeoutMs: 30_000 });
+    const audio = await watcher.waitForTrackFrom('gst', 'audio', { minPackets: 50, timeoutMs: 30_000 });
+    const videoPts = new Received();
+    const audioPts = new Received();
+    videoPts.hookTransceiver(video.transceiver);
+    audioPts.hookTransceiver(audio.transceiver);
+    await eventually(() => videoPts.packets >= 10 && audioPts.packets >= 10, `more media (video ${videoPts.packets}, audio ${audioPts.packets})`, 15_000);
+    // Every packet carries the payload type the subscriber connection negotiated.
+    const negotiated = (rec: RemoteTrack, mime: string) => rec.transceiver.codecs.find((c) => c.mimeType.toLowerCase() === mime)?.payloadType;
+    assert.deepEqual([...videoPts.payloadTypes], [negotiated(video, 'video/vp8')]);
+    assert.deepEqual([...audioPts.payloadTypes], [negotiated(audio, 'audio/opus')]);
+    assert.equal(video.codec, 'vp8');
+    assert.equal(audio.codec, 'opus');
+  });
 
-    // The WHEP player of that publisher.
+  test('a WHEP player receives its VP8 video and its Opus audio', { timeout: 60_000 }, async () => {
     const player = new WhepPlayer();
     cleanups.push(() => player.close());
     await player.play(svc, `/whep/${ROOM}/gst`, await svc.token('viewer', ROOM, ['subscribe']));
-    const playerVideoPt = payloadTypeOf(player.answer, 'video', 'VP8');
-    const playerAudioPt = payloadTypeOf(player.answer, 'audio', 'opus');
-    assert.ok(playerVideoPt !== undefined && playerAudioPt !== undefined, player.answer);
+    const videoPt = payloadTypeOf(player.answer, 'video', 'VP8');
+    const audioPt = payloadTypeOf(player.answer, 'audio', 'opus');
+    assert.ok(videoPt !== undefined && audioPt !== undefined, player.answer);
     await eventually(
-      () => player.video.packets >= 30 && player.audio.packets >= 50 && wsVideoPts.packets >= 10 && wsAudioPts.packets >= 10,
-      `media from gst: WHEP video ${player.video.packets} audio ${player.audio.packets}, WebSocket video ${wsVideoPts.packets} audio ${wsAudioPts.packets}`,
+      () => player.video.packets >= 30 && player.audio.packets >= 50,
+      `WHEP media from gst (video ${player.video.packets}, audio ${player.audio.packets})`,
       30_000,
     );
+    assert.deepEqual([...player.video.payloadTypes], [videoPt]);
+    assert.deepEqual([...player.audio.payloadTypes], [audioPt]);
+  });
 
-    // Every packet carries the payload type negotiated for its leg.
-    assert.deepEqual([...player.video.payloadTypes], [playerVideoPt]);
-    assert.deepEqual([...player.audio.payloadTypes], [playerAudioPt]);
-    const wsPt = (rec: RemoteTrack, codec: string) =>
-      rec.transceiver.codecs.find((c) => c.mimeType.toLowerCase() === codec)?.payloadType;
-    assert.deepEqual([...wsVideoPts.payloadTypes], [wsPt(wsVideo, 'video/vp8')]);
-    assert.deepEqual([...wsAudioPts.payloadTypes], [wsPt(wsAudio, 'audio/opus')]);
-    assert.equal(wsVideo.codec, 'vp8');
-    assert.equal(wsAudio.codec, 'opus');
+  test('webrtcbin as a max-bundle WHEP player (bundle-only audio) receives both too', { timeout: 60_000 }, async () => {
+    const player = new GstClient(python, 'play', `${svc.httpUrl}/whep/${ROOM}/gst`, await svc.token('gst-viewer', ROOM, ['subscribe']));
+    cleanups.push(() => player.stop());
+    const played = await player.answered();
+    assert.equal(played.status, 201);
+    assert.match(player.event('offer')!.sdp, /^m=audio 0 [^\r]*\r\n(?:[^m][^\r]*\r\n)*a=bundle-only\r$/m);
+    assert.match(played.sdp, /^a=group:BUNDLE video0 audio1$/m, played.sdp);
+    const videoPt = payloadTypeOf(played.sdp, 'video', 'VP8');
+    const audioPt = payloadTypeOf(played.sdp, 'audio', 'opus');
+    await eventually(
+      () => (player.received?.video.packets ?? 0) >= 30 && (player.received?.audio.packets ?? 0) >= 50,
+      `media at the GStreamer player (${player.describe()})`,
+      30_000,
+    );
+    assert.deepEqual(player.received!.video.payload_types, [videoPt]);
+    assert.deepEqual(player.received!.audio.payload_types, [audioPt]);
+  });
 
-    // Ending the publisher (it DELETEs its session) removes it from the room for everyone.
+  test('ending the publisher (it DELETEs its session) removes it from the room for everyone', async () => {
+    const watcher = await svc.join('watcher-2', ROOM, { grants: ['subscribe'] });
     await publisher.stop();
     assert.equal(publisher.exit?.code, 0, publisher.describe());
-    await watcher.waitUntil(
-      () => watcher.eventsOf('participant_left').find((e) => e.identity === 'gst'),
-      15_000,
-      () => 'gst leaving',
-    );
+    await watcher.waitUntil(() => watcher.eventsOf('participant_left').find((e) => e.identity === 'gst'), 15_000, () => 'gst leaving');
   });
 });
