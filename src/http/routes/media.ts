@@ -49,8 +49,8 @@ export const IceBody = z.object({
 export const LeaveBody = z.object({ room_id: Name, peer_id: Name });
 
 /** Path parameters that name a room or an identity: the same limit as everywhere (src/common/limits.ts). */
-const RoomParams = z.object({ room: Name, sid: z.string().optional() });
-const WhepParams = z.object({ room: Name, identity: Name, sid: z.string().optional() });
+const RoomParams = z.object({ room: Name });
+const WhepParams = z.object({ room: Name, identity: Name });
 
 
 const CORS_HEADERS = {
@@ -197,8 +197,8 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
 
   /** The live session `sid` of this kind in `room`, or PEER_NOT_FOUND; then the ownership check. */
   function resourceFor(token: AccessToken, kind: ResourceKind, room: string, sid: string, target?: string): Resource {
-    if (target === undefined) parse(RoomParams, { room, sid });
-    else parse(WhepParams, { room, identity: target, sid });
+    if (target === undefined) parse(RoomParams, { room });
+    else parse(WhepParams, { room, identity: target });
     requireRoom(token, room);
     const r = resources.get(sid);
     if (r === undefined || r.kind !== kind || r.room !== room || r.participant.closed || (target !== undefined && r.target !== target)) {
