@@ -166,6 +166,20 @@ describe('bundle-only sections and codec letter case', () => {
     assert.deepEqual(bundle, ['video0', 'audio1'], res.body);
   });
 
+  test('a WebSocket publisher offer with a bundle-only section is answered the same way', async () => {
+    const client = await svc.join('ws-gst', 'bundle-only-ws', { grants: ['publish'] });
+    const reply = await client.call({ type: 'offer', target: 'publisher', sdp: GST_OFFER });
+    assert.equal(reply.type, 'answer', JSON.stringify(reply));
+    assertBothSectionsAccepted((reply as { sdp: string }).sdp);
+    const own = (type: 'track_published' | 'track_unpublished') => client.eventsOf(type).filter((e) => e.identity === 'ws-gst');
+    await client.waitUntil(() => own('track_published').length === 2 || undefined, 10_000, () => 'both tracks published');
+    // A re-offer that still sends on the bundle-only section keeps its track (the server
+    // unpublishes tracks whose section a re-offer stops, before it answers).
+    const again = await client.call({ type: 'offer', target: 'publisher', sdp: GST_OFFER.replace(/^o=- (\d+) 0/m, 'o=- $1 1') });
+    assert.equal(again.type, 'answer', JSON.stringify(again));
+    assert.deepEqual(own('track_unpublished'), []);
+  });
+
   test('without BUNDLE (bundlePolicy disable) a bundle-only section stays rejected', async () => {
     const pc = new RTCPeerConnection({ bundlePolicy: 'disable', codecs: codecsFor(['opus', 'vp8']) });
     try {
