@@ -212,6 +212,38 @@ describe('werift patch: the media plane trusts only what ICE validated', () => {
   });
 });
 
+describe('werift patch: plaintext DTLS after the handshake, as if from the peer’s own address', () => {
+  let pair: Awaited<ReturnType<typeof connectedPair>>;
+  before(async () => {
+    pair = await connectedPair();
+  });
+  after(async () => {
+    await pair.stop();
+  });
+
+  /** A datagram handed to the DTLS session as ICE would after its source check (a spoofer of the peer's address). */
+  function deliver(p: Peer, datagram: Buffer): void {
+    (p.pc.dtlsTransports[0]!.dtls as unknown as { udpOnMessage: (d: Buffer) => void }).udpOnMessage(datagram);
+  }
+
+  test('close_notify, ClientHello and records of unknown content type end nothing', async () => {
+    const { a, b } = pair;
+    const unknownType = Buffer.from('18fefd000000000000000100020100', 'hex');
+    for (const p of [a, b]) {
+      deliver(p, CLOSE_NOTIFY);
+      deliver(p, clientHello());
+      deliver(p, unknownType);
+    }
+    await sleep(300);
+    for (const p of [a, b]) {
+      assert.equal(p.pc.dtlsTransports[0]!.state, 'connected');
+      assert.equal((p.pc.dtlsTransports[0]!.dtls as unknown as { connected: boolean }).connected, true, 'no handshake restarted');
+    }
+    await waitForMedia([a, b], 50);
+    assert.ok(a.drops.includes('dtls_plaintext') && b.drops.includes('dtls_plaintext'));
+  });
+});
+
 describe('werift patch: DTLS handshake buffers are bounded and expire', () => {
   /** A DTLS server socket fed directly, as if every datagram came from the validated peer. */
   function server(): { feed: (d: Buffer) => void; buffered: () => number; close: () => void } {
