@@ -9,6 +9,12 @@ import { SeqUnwrapper } from './sequence.ts';
 const SEQ_MOD = 0x10000;
 /** Packets kept per DownTrack to answer NACKs (werift's sender keeps as many). */
 const HISTORY = 128;
+/**
+ * A held packet is resent at most once in this many ms, however often it is NACKed: one
+ * NACK can name thousands of sequence numbers (or one many times), and a subscriber can
+ * send thousands of NACKs a second. Bounds retransmissions at HISTORY per this interval.
+ */
+export const RETRANSMIT_REPEAT_MS = 50;
 const URI_MID = 'urn:ietf:params:rtp-hdrext:sdes:mid';
 const URI_ABS_SEND_TIME = 'http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time';
 const URI_TRANSPORT_CC = 'http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01';
@@ -99,6 +105,8 @@ export class DownTrack {
   private readonly historyHeader: (Buffer | undefined)[] = new Array<Buffer | undefined>(HISTORY);
   private readonly historyPayload: (Buffer | undefined)[] = new Array<Buffer | undefined>(HISTORY);
   private readonly historyIndex = new Float64Array(HISTORY).fill(-1);
+  /** performance.now() of each held packet's last retransmission (0: never). */
+  private readonly historyResentAt = new Float64Array(HISTORY);
 
   constructor(track: PublishedTrack, transceiver: RTCRtpTransceiver, subscriberSid: string, stats: MediaStats, guard: OverloadGuard) {
     this.track = track;
@@ -114,7 +122,8 @@ export class DownTrack {
     });
     transceiver.sender.onGenericNack.subscribe((nack) => {
       this.stats.nacksReceived++;
-      for (const seq of nack.lost) this.retransmit(seq);
+      const now = performance.now();
+      for (const seq of nack.lost) this.retransmit(seq, now);
     });
     transceiver.sender.onRtcp.subscribe((packet) => {
       // werift surfaces FIR only as a raw payload-specific feedback packet (PT 206, FMT 4).
@@ -220,6 +229,7 @@ export class DownTrack {
     this.historyHeader[slot] = header;
     this.historyPayload[slot] = p.payload;
     this.historyIndex[slot] = index;
+    this.historyResentAt[slot] = 0;
     // What werift's sender reports in its SRs and stats; the NTP/RTP pair once per frame.
     if (sender.rtpTimestamp !== outTs || !this.rtcpStarted) {
       sender.rtpTimestamp = outTs;
@@ -240,13 +250,19 @@ export class DownTrack {
     if (this.keyframeGate.pass(Date.now())) this.track.requestKeyframe();
   }
 
-  /** Resends a packet the subscriber NACKed, byte-identical to the first time, if still held. */
-  private retransmit(seq: number): void {
+  /**
+   * Resends a packet the subscriber NACKed, byte-identical to the first time, if still held
+   * and not resent in the last RETRANSMIT_REPEAT_MS.
+   */
+  private retransmit(seq: number, now: number): void {
     const slot = seq % HISTORY;
     const header = this.historyHeader[slot];
     const payload = this.historyPayload[slot];
     const index = this.historyIndex[slot]!;
     if (this.closed || header === undefined || payload === undefined || index % SEQ_MOD !== seq) return;
+    const resentAt = this.historyResentAt[slot]!;
+    if (resentAt !== 0 && now - resentAt < RETRANSMIT_REPEAT_MS) return;
+    this.historyResentAt[slot] = now;
     const path = this.sendPath();
     const srtp = path.srtp();
     if (srtp === undefined) return;
