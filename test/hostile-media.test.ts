@@ -17,6 +17,7 @@ import { test } from 'node:test';
 import type { FloodResult, FloodTarget } from './helpers/datagram-flood.ts';
 import { TestClient } from './helpers/client.ts';
 import { rssBytes, startHealthProbe } from './helpers/health-probe.ts';
+import { HostilePeer } from './helpers/hostile-peer.ts';
 import { sleep, TestService } from './helpers/service.ts';
 
 const FLOOD_SCRIPT = fileURLToPath(new URL('./helpers/datagram-flood.ts', import.meta.url));
@@ -28,6 +29,7 @@ const MEMORY_TOLERANCE = 0.1;
 /** How long memory may take to come back once the flood stops (GC, freed buffers). */
 const SETTLE_MS = 20_000;
 const WARM_UP_MS = 6_000;
+const AUTHENTICATED_FUZZ_MS = 15_000;
 
 /** What the scenario needs of a running server, however its media is hosted. */
 interface Node {
@@ -245,4 +247,95 @@ test('a hostile datagram flood at one room leaves both rooms whole (edge + media
 
 test('a hostile datagram flood at one room leaves both rooms whole (one process)', async () => {
   await scenario(await singleProcessNode());
+});
+
+/**
+ * Point 9 of the issue: junk from peers that hold the keys. An attacker publishes a track
+ * and sends hostile RTP on it (sequence wraps and jumps, foreign SSRCs, CSRC lists,
+ * extension blocks, padding, codec-looking payloads) while the room is being recorded,
+ * and sends hostile RTCP on both of its connections (NACK storms, overrunning compounds,
+ * transport-cc with the largest counts, SR/RR/SDES/REMB with the largest counts, bad
+ * lengths and padding). A victim in the room and a second room on the same media worker
+ * keep receiving media every second and /healthz keeps answering within 100 ms.
+ */
+test('junk from authenticated peers (RTP into the SFU and the recorder, RTCP on both connections) stalls nothing', async () => {
+  const svc = await TestService.startEdge(1);
+  const worker = svc.service.pool.workers()[0]!;
+  try {
+    const legit = await svc.join('legit', 'fuzzed');
+    const attacker = await svc.join('attacker', 'fuzzed');
+    const victim = await svc.join('victim', 'fuzzed');
+    const b1 = await svc.join('b1', 'calm');
+    const b2 = await svc.join('b2', 'calm');
+    await Promise.all([legit, b1, b2].map((c) => c.publishTracks([{ kind: 'audio' }, { kind: 'video' }])));
+    const [attackerVideo] = await attacker.publishTracks([{ kind: 'video' }]);
+    attacker.stopMedia(attackerVideo!);
+    const watched = [
+      ...(['audio', 'video'] as const).map((kind) => ({ client: victim, from: 'legit', kind })),
+      ...(['audio', 'video'] as const).map((kind) => ({ client: attacker, from: 'legit', kind })),
+      ...(['audio', 'video'] as const).flatMap((kind) => [
+        { client: b1, from: 'b2', kind },
+        { client: b2, from: 'b1', kind },
+      ]),
+    ];
+    for (const w of watched) await w.client.waitForTrackFrom(w.from, w.kind, { minPackets: 20 });
+    const admin = await svc.token('ops', undefined, ['admin']);
+    const rec = await svc.fetch('/video/rooms/fuzzed/recording', { method: 'POST', headers: { authorization: `Bearer ${admin}` } });
+    assert.equal(rec.status, 201, JSON.stringify(rec.body));
+
+    const sender = attackerVideo!.transceiver.sender;
+    const rtpPeer = new HostilePeer({ dtls: sender.dtlsTransport, ssrc: sender.ssrc, payloadType: sender.codec!.payloadType, mediaSsrcs: [] });
+    const fromLegit = attacker.tracksFrom('legit');
+    const rtcpPeer = new HostilePeer({ dtls: fromLegit[0]!.transceiver.receiver.dtlsTransport, mediaSsrcs: fromLegit.map((t) => t.ssrc!) });
+
+    await sleep(WARM_UP_MS);
+    const rssBefore = rssBytes(worker.pid!);
+    await metricSum(`${worker.httpUrl}/metrics`, 'scv_process_nodejs_eventloop_lag_max_seconds');
+    const probe = startHealthProbe({ urls: [`${svc.httpUrl}/healthz`, `${worker.httpUrl}/healthz`], pid: worker.pid!, intervalMs: HEALTH_POLL_MS, limitMs: HEALTH_LIMIT_MS });
+    const tracks = watched.map((w) => ({ name: `${w.client.identity} ← ${w.from} ${w.kind}`, rec: w.client.tracksFrom(w.from, w.kind)[0]! }));
+    const starved: string[] = [];
+    let last = tracks.map((t) => t.rec.packets);
+    const end = Date.now() + AUTHENTICATED_FUZZ_MS;
+    let nextWindow = Date.now() + 1_000;
+    let window = 0;
+    while (Date.now() < end) {
+      // 20 RTP and 20 RTCP datagrams every 10 ms: 2,000 of each a second.
+      for (let i = 0; i < 20; i++) {
+        rtpPeer.sendRtp();
+        rtcpPeer.sendRtcp();
+        if (i % 4 === 0) new HostilePeer({ dtls: sender.dtlsTransport, mediaSsrcs: [] }).sendRtcp();
+      }
+      await sleep(10);
+      if (Date.now() >= nextWindow) {
+        nextWindow += 1_000;
+        window++;
+        const now = tracks.map((t) => t.rec.packets);
+        tracks.forEach((t, i) => {
+          if (now[i] === last[i]) starved.push(`${t.name}: no packets in second ${window}`);
+        });
+        last = now;
+      }
+    }
+    await sleep(1_000);
+    const health = await probe.stop();
+    const lag = await metricSum(`${worker.httpUrl}/metrics`, 'scv_process_nodejs_eventloop_lag_max_seconds');
+    const settleEnd = Date.now() + SETTLE_MS;
+    let rssAfter = rssBytes(worker.pid!);
+    while (rssAfter > rssBefore * (1 + MEMORY_TOLERANCE) && Date.now() < settleEnd) {
+      await sleep(500);
+      rssAfter = rssBytes(worker.pid!);
+    }
+    const figures =
+      `${rtpPeer.rtpSent} hostile RTP and ${rtcpPeer.rtcpSent} hostile RTCP datagrams in ${AUTHENTICATED_FUZZ_MS} ms; /healthz max ${health.maxMs} ms over ${health.polls} polls; ` +
+      `media event-loop delay max ${(lag.total * 1000).toFixed(1)} ms; worker RSS before ${mib(rssBefore)}, peak ${mib(health.rssPeakBytes)}, after ${mib(rssAfter)}`;
+    process.stdout.write(`# authenticated junk: ${figures}\n`);
+    assert.ok(rtpPeer.rtpSent > 10_000, figures);
+    assert.deepEqual(starved, [], `the victim and the other room keep receiving media (${figures})`);
+    assert.deepEqual(health.slow, [], `/healthz answers 200 within ${HEALTH_LIMIT_MS} ms throughout (${figures})`);
+    assert.ok(rssAfter <= rssBefore * (1 + MEMORY_TOLERANCE), `media memory returns to within 10 % (${figures})`);
+    const stopped = await svc.fetch('/video/rooms/fuzzed/recording', { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } });
+    assert.equal(stopped.status, 200, 'the recorder of the fuzzed room still answers');
+  } finally {
+    await svc.close();
+  }
 });
