@@ -9,7 +9,9 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { GenericNack, RtcpPacketConverter, RtcpTransportLayerFeedback, TransportWideCC } from 'werift';
+import { randomBytes } from 'node:crypto';
+import { GenericNack, RtcpPacketConverter, RtcpTransportLayerFeedback, RtpHeader, SrtpSession, TransportWideCC } from 'werift';
+import { SRTP_AEAD_AES_128_GCM } from '../src/sfu/srtp-encryptor.ts';
 import { RETRANSMIT_REPEAT_MS } from '../src/sfu/down-track.ts';
 import { sleep, TestService } from './helpers/service.ts';
 
@@ -81,6 +83,29 @@ test('transport-cc feedback: no more results than its status count, and no arriv
   // A status count far below what the runs say bounds the results.
   const [short] = twccOf(twcc(5, [runLength(0, 8191), runLength(0, 8191)]));
   assert.equal(short!.packetResults.length, 5);
+});
+
+test('an SRTP session keeps rollover state for at most 256 SSRCs', () => {
+  const a = { key: randomBytes(16), salt: randomBytes(12) };
+  const b = { key: randomBytes(16), salt: randomBytes(12) };
+  const profile = SRTP_AEAD_AES_128_GCM as never;
+  const sender = new SrtpSession({ profile, keys: { localMasterKey: a.key, localMasterSalt: a.salt, remoteMasterKey: b.key, remoteMasterSalt: b.salt } });
+  const receiver = new SrtpSession({ profile, keys: { localMasterKey: b.key, localMasterSalt: b.salt, remoteMasterKey: a.key, remoteMasterSalt: a.salt } });
+  const packet = (ssrc: number) => sender.encrypt(randomBytes(100), new RtpHeader({ ssrc, sequenceNumber: 1, timestamp: 1, payloadType: 96 }));
+  const accepted = (ssrc: number) => {
+    try {
+      receiver.decrypt(packet(ssrc));
+      return true;
+    } catch (err) {
+      assert.equal((err as Error).name, 'SrtpAuthenticationError');
+      return false;
+    }
+  };
+  // Upstream kept state for every one of these (a packet under a new SSRC each: ~100 bytes each, forever).
+  const results = Array.from({ length: 300 }, (_, i) => accepted(1000 + i));
+  assert.equal(results.filter(Boolean).length, 256);
+  assert.ok(results.slice(0, 256).every(Boolean), 'the first 256 SSRCs are accepted');
+  assert.ok(accepted(1000), 'a known SSRC still decrypts');
 });
 
 let svc: TestService;
