@@ -7,6 +7,7 @@
  * media in every one-second window, /healthz must answer within 100 ms throughout, and the
  * media process's resident memory must come back to within 10 % of where it started.
  * Runs against the edge with a media worker and against one process (SCV_MEDIA_WORKERS=0).
+ * A third test sends junk from peers that hold the keys (test/helpers/hostile-peer.ts).
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -30,7 +31,6 @@ const MEMORY_TOLERANCE = 0.1;
 const SETTLE_MS = 20_000;
 const WARM_UP_MS = 6_000;
 const AUTHENTICATED_FUZZ_MS = 15_000;
-const AUTHENTICATED_RSS_GROWTH_BYTES = 64 * 2 ** 20;
 
 /** What the scenario needs of a running server, however its media is hosted. */
 interface Node {
@@ -174,8 +174,8 @@ async function scenario(node: Node): Promise<void> {
     const rssBefore = rssBytes(node.mediaPid);
 
     // Watchers: health latency and memory (in a process of their own), media per one-second window.
+    const probe = await startHealthProbe({ urls: node.healthUrls, pid: node.mediaPid, intervalMs: HEALTH_POLL_MS, limitMs: HEALTH_LIMIT_MS });
     await metricSum(node.metricsUrl, 'scv_process_nodejs_eventloop_lag_max_seconds'); // starts a new maximum
-    const probe = startHealthProbe({ urls: node.healthUrls, pid: node.mediaPid, intervalMs: HEALTH_POLL_MS, limitMs: HEALTH_LIMIT_MS });
     let watching = true;
     const tracks = pairs.flatMap(({ client, from }) =>
       (['audio', 'video'] as const).map((kind) => ({ name: `${client.identity} ← ${from} ${kind}`, client, rec: client.tracksFrom(from, kind)[0]! })),
@@ -256,8 +256,10 @@ test('a hostile datagram flood at one room leaves both rooms whole (one process)
  * extension blocks, padding, codec-looking payloads) while the room is being recorded,
  * and sends hostile RTCP on both of its connections (NACK storms, overrunning compounds,
  * transport-cc with the largest counts, SR/RR/SDES/REMB with the largest counts, bad
- * lengths and padding). A victim in the room and a second room on the same media worker
- * keep receiving media every second and /healthz keeps answering within 100 ms.
+ * lengths and padding), then the recording stops (its jitter buffer full of junk is
+ * flushed). A victim in the room and a second room on the same media worker keep receiving
+ * media every second, /healthz keeps answering within 100 ms, and memory comes back to
+ * within 10 %.
  */
 test('junk from authenticated peers (RTP into the SFU and the recorder, RTCP on both connections) stalls nothing', async () => {
   const svc = await TestService.startEdge(1);
@@ -291,8 +293,8 @@ test('junk from authenticated peers (RTP into the SFU and the recorder, RTCP on 
 
     await sleep(WARM_UP_MS);
     const rssBefore = rssBytes(worker.pid!);
+    const probe = await startHealthProbe({ urls: [`${svc.httpUrl}/healthz`, `${worker.httpUrl}/healthz`], pid: worker.pid!, intervalMs: HEALTH_POLL_MS, limitMs: HEALTH_LIMIT_MS });
     await metricSum(`${worker.httpUrl}/metrics`, 'scv_process_nodejs_eventloop_lag_max_seconds');
-    const probe = startHealthProbe({ urls: [`${svc.httpUrl}/healthz`, `${worker.httpUrl}/healthz`], pid: worker.pid!, intervalMs: HEALTH_POLL_MS, limitMs: HEALTH_LIMIT_MS });
     const tracks = watched.map((w) => ({ name: `${w.client.identity} ← ${w.from} ${w.kind}`, rec: w.client.tracksFrom(w.from, w.kind)[0]! }));
     const starved: string[] = [];
     let last = tracks.map((t) => t.rec.packets);
@@ -300,11 +302,12 @@ test('junk from authenticated peers (RTP into the SFU and the recorder, RTCP on 
     let nextWindow = Date.now() + 1_000;
     let window = 0;
     while (Date.now() < end) {
-      // Up to 10 RTP and 10 RTCP datagrams every 10 ms (the test's own peers share this loop).
-      for (let i = 0; i < 10; i++) {
+      // Up to 5 RTP and 5 RTCP datagrams every 10 ms: making them costs this process, whose
+      // peers (and the edge) share the 2 cores with the worker being measured.
+      for (let i = 0; i < 5; i++) {
         rtpPeer.sendRtp();
         rtcpPeer.sendRtcp();
-        if (i % 4 === 0) new HostilePeer({ dtls: sender.dtlsTransport, mediaSsrcs: [] }).sendRtcp();
+        if (i % 2 === 0) new HostilePeer({ dtls: sender.dtlsTransport, mediaSsrcs: [] }).sendRtcp();
       }
       await sleep(10);
       if (Date.now() >= nextWindow) {
@@ -318,21 +321,25 @@ test('junk from authenticated peers (RTP into the SFU and the recorder, RTCP on 
       }
     }
     await sleep(1_000);
+    // Stopping the recording flushes its jitter buffer full of junk: still under the probe.
+    const stopped = await svc.fetch('/video/rooms/fuzzed/recording', { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } });
+    await sleep(500);
     const health = await probe.stop();
     const lag = await metricSum(`${worker.httpUrl}/metrics`, 'scv_process_nodejs_eventloop_lag_max_seconds');
-    const rssAfter = rssBytes(worker.pid!);
+    const settleEnd = Date.now() + SETTLE_MS;
+    let rssAfter = rssBytes(worker.pid!);
+    while (rssAfter > rssBefore * (1 + MEMORY_TOLERANCE) && Date.now() < settleEnd) {
+      await sleep(500);
+      rssAfter = rssBytes(worker.pid!);
+    }
     const figures =
       `${rtpPeer.rtpSent} hostile RTP and ${rtcpPeer.rtcpSent} hostile RTCP datagrams in ${AUTHENTICATED_FUZZ_MS} ms; /healthz max ${health.maxMs} ms over ${health.polls} polls; ` +
       `media event-loop delay max ${(lag.total * 1000).toFixed(1)} ms; worker RSS before ${mib(rssBefore)}, peak ${mib(health.rssPeakBytes)}, after ${mib(rssAfter)}`;
     process.stdout.write(`# authenticated junk: ${figures}\n`);
-    assert.ok(rtpPeer.rtpSent > 8_000, figures);
+    assert.ok(rtpPeer.rtpSent > 5_000, figures);
     assert.deepEqual(starved, [], `the victim and the other room keep receiving media (${figures})`);
     assert.deepEqual(health.slow, [], `/healthz answers 200 within ${HEALTH_LIMIT_MS} ms throughout (${figures})`);
-    // Not the flood's 10 %: buffers of authenticated packets pile up between major GCs and
-    // the allocator keeps those pages (the heap after a GC is where it was). What is bounded
-    // is the upstream failure: one overrunning NACK datagram queued ~85,000 retransmissions.
-    assert.ok(health.rssPeakBytes <= rssBefore + AUTHENTICATED_RSS_GROWTH_BYTES, `media memory stays within ${mib(AUTHENTICATED_RSS_GROWTH_BYTES)} of the start (${figures})`);
-    const stopped = await svc.fetch('/video/rooms/fuzzed/recording', { method: 'DELETE', headers: { authorization: `Bearer ${admin}` } });
+    assert.ok(rssAfter <= rssBefore * (1 + MEMORY_TOLERANCE), `media memory returns to within 10 % (${figures})`);
     assert.equal(stopped.status, 200, 'the recorder of the fuzzed room still answers');
   } finally {
     await svc.close();

@@ -30,6 +30,13 @@ export interface RecordedFile {
 
 /** How long to wait for the WebM writer to finish after the sources stop. */
 const FINISH_TIMEOUT_MS = 5_000;
+/**
+ * Video packets the jitter buffer holds at most (werift's default is 10,000). It scans
+ * every held packet on each arrival, and a publisher's junk (sequence numbers ahead,
+ * timestamps in the future) stays held until the buffer is full; 200 ms of a 2 Mbit/s
+ * stream is ~40 packets.
+ */
+const JITTER_BUFFER_PACKETS = 512;
 
 /**
  * One participant's tracks written to one WebM file, straight from the SFU's packets:
@@ -81,7 +88,7 @@ export class ParticipantRecording {
       const source = new RtpSourceCallback();
       const time = new RtpTimeCallback(t.clockRate);
       if (t.kind === 'video') {
-        const jitter = new JitterBufferCallback(t.clockRate);
+        const jitter = new JitterBufferCallback(t.clockRate, { bufferSize: JITTER_BUFFER_PACKETS });
         const depacketizer = new DepacketizeCallback(t.codec, { isFinalPacketInSequence: (h) => h.marker });
         source.pipe(jitter.input);
         jitter.pipe((out) => {

@@ -2,7 +2,7 @@
  * Polls /healthz URLs every `intervalMs` and samples a process's RSS, in a process of its
  * own so that the test's peers (which share the test's event loop) do not add to the
  * latencies it measures. Runs until its stdin closes, then prints one JSON line
- * (`HealthProbeResult`). Started by `startHealthProbe`.
+ * (`HealthProbeResult`). Started by `startHealthProbe`, which resolves once it measures.
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -29,15 +29,28 @@ export function rssBytes(pid: number): number {
   return m ? Number(m[1]) * 1024 : Number.NaN;
 }
 
-/** Starts the probe; `stop()` ends it and resolves with what it saw. */
-export function startHealthProbe(opts: HealthProbeOptions): { stop(): Promise<HealthProbeResult> } {
+/**
+ * Starts the probe and resolves once it has started (its own start-up, a node process,
+ * costs the cores everything else runs on) and measures; `stop()` ends it and resolves
+ * with what it saw.
+ */
+export async function startHealthProbe(opts: HealthProbeOptions): Promise<{ stop(): Promise<HealthProbeResult> }> {
   const child = spawn(process.execPath, [fileURLToPath(import.meta.url), JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.setEncoding('utf8');
-  child.stdout.on('data', (d: string) => (out += d));
+  const measuring = new Promise<void>((resolve) => {
+    child.stdout.on('data', (d: string) => {
+      out += d;
+      if (out.startsWith(`${MEASURING}\n`)) {
+        out = out.slice(MEASURING.length + 1);
+        resolve();
+      }
+    });
+  });
   const done = new Promise<HealthProbeResult>((resolve, reject) => {
     child.once('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as HealthProbeResult) : reject(new Error(`health probe exited with ${code}: ${out}`))));
   });
+  await Promise.race([measuring, done]);
   return {
     stop() {
       child.stdin.end();
@@ -46,14 +59,19 @@ export function startHealthProbe(opts: HealthProbeOptions): { stop(): Promise<He
   };
 }
 
+const MEASURING = 'measuring';
+
 if (import.meta.main) {
   const opts = JSON.parse(process.argv[2] ?? '{}') as HealthProbeOptions;
   const result: HealthProbeResult = { polls: 0, maxMs: 0, slow: [], rssPeakBytes: rssBytes(opts.pid) };
   let running = true;
   process.stdin.on('end', () => (running = false));
   process.stdin.resume();
-  // One untimed round first: connection set-up is not what is measured.
-  for (const url of opts.urls) await fetch(url).then((r) => r.arrayBuffer(), () => undefined);
+  // Untimed rounds first: connection set-up and the first requests' compilation are not what is measured.
+  for (let round = 0; round < 5; round++) {
+    for (const url of opts.urls) await fetch(url).then((r) => r.arrayBuffer(), () => undefined);
+  }
+  process.stdout.write(`${MEASURING}\n`);
   while (running) {
     for (const url of opts.urls) {
       const t0 = performance.now();
