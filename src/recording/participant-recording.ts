@@ -54,6 +54,7 @@ export class ParticipantRecording {
   private stopping: Promise<RecordedFile> | undefined;
   private firstPacketAt: number | undefined;
   private lastPacketAt: number | undefined;
+  private writerFailed = false;
 
   constructor(opts: { path: string; participantSid: string; identity: string; tracks: PublishedTrack[]; log: Logger }) {
     this.path = opts.path;
@@ -112,7 +113,7 @@ export class ParticipantRecording {
           this.firstPacketAt = this.lastPacketAt;
           this.info.startedAt = new Date(this.firstPacketAt).toISOString();
         }
-        source.input(rtp);
+        this.guard(() => source.input(rtp));
       };
       t.track.addSink(sink);
       this.attached.push({ track: t.track, sink });
@@ -120,11 +121,26 @@ export class ParticipantRecording {
     }
   }
 
+  /**
+   * Runs a step of werift's RTP → WebM pipeline, which throws on some packet timings (a
+   * publisher's timestamps running backwards made its cue writer throw at the end): the
+   * file then ends where it could, and neither the forwarding of that packet nor the stop
+   * request fails with it.
+   */
+  private guard(step: () => void): void {
+    try {
+      step();
+    } catch (err) {
+      if (!this.writerFailed) this.log.warn({ file: this.info.file, err: (err as Error).message }, 'recording writer failed; the file may be incomplete');
+      this.writerFailed = true;
+    }
+  }
+
   /** Detaches from the tracks and closes the file so it plays. Idempotent. */
   stop(): Promise<RecordedFile> {
     this.stopping ??= (async () => {
       for (const { track, sink } of this.attached) track.removeSink(sink);
-      for (const s of this.sources) s.stop();
+      for (const s of this.sources) this.guard(() => s.stop());
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<void>((r) => {
         timer = setTimeout(() => {
