@@ -23,6 +23,7 @@ import { SyntheticSource, verifyPayload } from './helpers/media.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import type { Service } from '../src/service.ts';
 import { TestService, eventually } from './helpers/service.ts';
+import { someOffer } from './helpers/client.ts';
 
 type Kind = 'audio' | 'video';
 
@@ -167,18 +168,6 @@ function postJson(path: string, body: unknown, tok?: string): ReturnType<TestSer
 
 function postSdp(path: string, sdp: string, tok: string, contentType = 'application/sdp'): ReturnType<TestService['fetch']> {
   return svc.fetch(path, { method: 'POST', headers: { 'content-type': contentType, ...bearer(tok) }, body: sdp });
-}
-
-/** A real offer from a throwaway werift PeerConnection. */
-async function someOffer(direction: 'sendonly' | 'recvonly' = 'sendonly'): Promise<string> {
-  const pc = new RTCPeerConnection({ codecs: { audio: [codecParameters('opus')], video: [codecParameters('vp8')] }, bundlePolicy: 'max-bundle', iceServers: [], ...LOOPBACK_ICE });
-  try {
-    pc.addTransceiver('video', { direction });
-    await pc.setLocalDescription(await pc.createOffer());
-    return pc.localDescription!.sdp;
-  } finally {
-    await pc.close().catch(() => {});
-  }
 }
 
 async function listIdentities(room: string): Promise<string[]> {

@@ -12,15 +12,13 @@ import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT } from 'jose';
 import { pino } from 'pino';
-import { RTCPeerConnection } from 'werift';
 import type { Grant, TokenService } from '../src/auth/tokens.ts';
 import { AppError } from '../src/common/errors.ts';
 import { MAX_NAME_LENGTH, MAX_PATH_PARAM_LENGTH, MAX_SDP_BYTES } from '../src/common/limits.ts';
 import { type Config, loadConfig } from '../src/config.ts';
 import { startEdge, type EdgeService } from '../src/edge/edge-service.ts';
-import { codecParameters, LOOPBACK_ICE } from '../src/loadtest/peer-config.ts';
 import { startService } from '../src/service.ts';
-import { rawSocket } from './helpers/client.ts';
+import { rawSocket, someOffer } from './helpers/client.ts';
 
 const EDGE_WORKERS = Number(process.env.TEST_EDGE_WORKERS ?? 0);
 
@@ -131,18 +129,6 @@ function parseRaw(text: string): { status: number; body: any } {
 
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
 const enc = encodeURIComponent;
-
-/** A real offer from a throwaway werift PeerConnection. */
-async function someOffer(direction: 'sendonly' | 'recvonly' = 'sendonly'): Promise<string> {
-  const pc = new RTCPeerConnection({ codecs: { audio: [codecParameters('opus')], video: [codecParameters('vp8')] }, bundlePolicy: 'max-bundle', iceServers: [], ...LOOPBACK_ICE });
-  try {
-    pc.addTransceiver('video', { direction });
-    await pc.setLocalDescription(await pc.createOffer());
-    return pc.localDescription!.sdp;
-  } finally {
-    await pc.close().catch(() => {});
-  }
-}
 
 /** `sdp` grown to exactly `bytes` with session-level attribute lines nobody interprets. */
 function padSdp(sdp: string, bytes: number): string {

@@ -1252,3 +1252,15 @@ export function rawSocket(wsUrl: string, opts: { timeoutMs?: number; maxPayload?
 }
 
 export type { LeaveReason, ParticipantInfo, TrackInfo };
+
+/** A real offer from a throwaway werift PeerConnection. */
+export async function someOffer(direction: 'sendonly' | 'recvonly' = 'sendonly'): Promise<string> {
+  const pc = new RTCPeerConnection({ codecs: { audio: [codecParameters('opus')], video: [codecParameters('vp8')] }, bundlePolicy: 'max-bundle', iceServers: [], ...LOOPBACK_ICE });
+  try {
+    pc.addTransceiver('video', { direction });
+    await pc.setLocalDescription(await pc.createOffer());
+    return pc.localDescription!.sdp;
+  } finally {
+    await pc.close().catch(() => {});
+  }
+}
