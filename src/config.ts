@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { z } from 'zod';
-import { DEFAULT_TOKEN_LIMITS, type TokenLimits } from './auth/tokens.ts';
+import { DEFAULT_TOKEN_LIMITS, type TokenLimits } from './common/limits.ts';
 import type { RateLimit } from './common/token-bucket.ts';
 
 /**
@@ -75,7 +75,7 @@ const RawConfig = z
     JOIN_TIMEOUT: z.coerce.number().positive().default(10),
     /** Signaling messages per second one connection may send, sustained… */
     SIGNALING_RATE: z.coerce.number().positive().default(50),
-    /** …and at once; a whole burst refused in a row closes the connection. */
+    /** …and at once; refusals get the same budget, and running out of it closes the connection. */
     SIGNALING_BURST: z.coerce.number().int().positive().default(100),
     /** Longest lifetime (exp - iat, and exp - now) an access token may have, in seconds. */
     MAX_TOKEN_LIFETIME: z.coerce.number().int().positive().default(DEFAULT_TOKEN_LIMITS.maxLifetimeSeconds),

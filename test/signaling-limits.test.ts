@@ -114,11 +114,28 @@ for (const mode of ['in one process', 'at the edge'] as const) {
         const errors = frames.filter((f) => f.type === 'error');
         assert.ok(errors.length > 0 && errors.every((e) => e.code === 'RATE_LIMITED'), JSON.stringify(errors.slice(-3)));
         assert.match(String(errors.at(-1)!.message), /closing/);
-        // At most a burst of pings was answered, and at most a burst of refusals sent.
+        // At most a burst of pings was answered, and at most a burst of refusals sent (and the last word).
         assert.ok(frames.filter((f) => f.type === 'pong').length <= BURST + 1, `${frames.length} frames`);
-        assert.ok(errors.length <= BURST, `${errors.length} refusals`);
+        assert.ok(errors.length <= BURST + 1, `${errors.length} refusals`);
       });
     }
+
+    test('a client that keeps sending faster than its rate, in small bursts, is disconnected', async () => {
+      // 15 a second against 1 a second: each refill lets one through, and no burst is ever
+      // refused in a row. The refusals still outrun their budget (a burst plus the rate).
+      const s = await joinedSocket(`trickler-${mode.length}`);
+      const started = performance.now();
+      let sent = 0;
+      while (!s.closed && performance.now() - started < 6_000) {
+        for (let i = 0; i < 3; i++) s.send({ type: 'ping', id: sent++ });
+        await sleep(200);
+      }
+      const closed = await s.waitClose(1_000);
+      assert.equal(closed.code, 1008);
+      assert.equal(closed.reason, 'rate limited');
+      const elapsedS = (performance.now() - started) / 1000;
+      assert.ok(elapsedS < 5, `closed after ${elapsedS.toFixed(1)} s and ${sent} pings`);
+    });
 
     test('an offer sent as the subscriber answer gets INVALID_SDP; a real answer after it still brings media', async () => {
       const room = `answer-${++roomSeq}`;

@@ -64,7 +64,7 @@ export class EdgeSession extends ClientConnection {
     } catch (err) {
       return this.sendError(msg.id, err);
     }
-    if (this.closed) return;
+    if (this.closed || !this.open) return;
     if (room !== this.room) {
       // A join the worker refused, then another for a different room: start over there.
       this.dropUpstream();

@@ -10,6 +10,9 @@ import { errorMessage, parseClientMessage, type RequestId } from './parse-messag
 /** WebSocket close code for a connection we end for breaking a limit (join timeout, message rate). */
 export const POLICY_VIOLATION_CLOSE = 1008;
 
+/** A refused frame up to this size is read for its request id; a larger one is answered without. */
+const REFUSED_FRAME_READ_BYTES = 1024;
+
 /**
  * What every kind of signaling connection does with its client's socket: keepalive pings,
  * socket errors logged, server messages and errors sent in the one format, a clock for
@@ -22,8 +25,11 @@ export abstract class ClientConnection {
   protected log: Logger;
   private readonly limits: Config['limits'];
   private readonly bucket: TokenBucket;
-  /** Messages refused by the rate limit since the last one let through. */
-  private refusedInARow = 0;
+  /**
+   * Refusals get the same budget as messages: a client that keeps sending at more than
+   * twice its rate runs out of it and is cut off, so a flood costs at most that much.
+   */
+  private readonly refusals: TokenBucket;
   private joinTimer: NodeJS.Timeout | undefined;
 
   constructor(ws: WebSocket, log: Logger, limits: Config['limits']) {
@@ -31,6 +37,7 @@ export abstract class ClientConnection {
     this.log = log;
     this.limits = limits;
     this.bucket = new TokenBucket(limits.signalingRate);
+    this.refusals = new TokenBucket(limits.signalingRate);
     ws.on('error', (err) => this.log.debug({ err: err.message }, 'websocket error'));
     ws.on('message', (data, isBinary) => {
       if (this.admit(data as Buffer, isBinary)) this.onClientFrame(data as Buffer, isBinary);
@@ -69,26 +76,30 @@ export abstract class ClientConnection {
     this.ws.close(POLICY_VIOLATION_CLOSE, 'join timeout');
   }
 
+  /** False once the connection is closing: work that was waiting (a token check) must stop. */
+  protected get open(): boolean {
+    return this.ws.readyState === this.ws.OPEN;
+  }
+
   /**
-   * The rate limit: an excess message gets RATE_LIMITED (with its request id, so the
-   * client's request fails instead of hanging); a whole burst refused in a row means the
-   * client is not slowing down, and the connection is closed.
+   * The rate limit: an excess message gets RATE_LIMITED (with its request id when the frame
+   * is small enough to read for almost nothing, so the client's request fails instead of
+   * hanging; a refused frame is never parsed in full); once the refusals outrun their own
+   * budget the client is not slowing down, and the connection is closed.
    */
   private admit(data: Buffer, isBinary: boolean): boolean {
-    if (this.bucket.take()) {
-      this.refusedInARow = 0;
-      return true;
-    }
-    if (this.ws.readyState !== this.ws.OPEN) return false;
+    if (this.bucket.take()) return true;
+    if (!this.open) return false;
     const { ratePerSecond, burst } = this.limits.signalingRate;
-    if (++this.refusedInARow >= burst) {
+    if (!this.refusals.take()) {
       this.log.warn({ ratePerSecond, burst }, 'signaling message flood, closing the connection');
       this.sendError(undefined, new AppError('RATE_LIMITED', `over ${ratePerSecond} messages per second for too long; closing`));
       this.ws.close(POLICY_VIOLATION_CLOSE, 'rate limited');
       return false;
     }
-    const parsed = parseClientMessage(data, isBinary, this.limits.maxMessageBytes);
-    this.sendError(parsed.ok ? parsed.msg.id : parsed.id, new AppError('RATE_LIMITED', `over ${ratePerSecond} messages per second; message dropped`));
+    const parsed = data.length <= REFUSED_FRAME_READ_BYTES ? parseClientMessage(data, isBinary, this.limits.maxMessageBytes) : undefined;
+    const id = parsed === undefined ? undefined : parsed.ok ? parsed.msg.id : parsed.id;
+    this.sendError(id, new AppError('RATE_LIMITED', `over ${ratePerSecond} messages per second; message dropped`));
     return false;
   }
 }
