@@ -149,7 +149,7 @@ describe('spoofed datagrams at a live room', () => {
   });
 });
 
-test('a connection accepts at most 32 trickled candidates; the next one is a coded error', async () => {
+test('a connection accepts at most 32 distinct trickled candidates; the next one is a coded error, a repeat is not counted', async () => {
   const svc = await TestService.start();
   try {
     const c = await svc.join('trickler', 'trickle');
@@ -166,6 +166,9 @@ test('a connection accepts at most 32 trickled candidates; the next one is a cod
     const refused = await c.request({ type: 'candidate', target: 'publisher', candidate: { candidate: 'candidate:99 1 udp 1 127.0.3.99 49999 typ host', sdpMid: '0' } });
     assert.equal(refused.type, 'error');
     assert.match((refused as { message: string }).message, /too many ICE candidates/);
+    // A candidate sent again is not a new one: trickling it twice never uses up the cap.
+    const again = await c.request({ type: 'candidate', target: 'publisher', candidate: { candidate: 'candidate:0 1 udp 2122260223 127.0.3.1 40000 typ host', sdpMid: '0', sdpMLineIndex: 0 } });
+    assert.equal(again.type, 'ack', JSON.stringify(again));
     await c.close({ leave: true });
   } finally {
     await svc.close();

@@ -30,7 +30,9 @@ function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
         ? new AppError('REQUEST_TIMEOUT', 'the request did not arrive in time')
         : new AppError('BAD_REQUEST', 'malformed HTTP request');
   const body = JSON.stringify(errorBody(e));
-  if (socket.writable) {
+  // A response already under way on this keep-alive socket must not be cut into (Node's own handler checks the same).
+  const headerSent = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent === true;
+  if (socket.writable && !headerSent) {
     socket.write(
       `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
     );

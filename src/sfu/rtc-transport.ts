@@ -23,8 +23,10 @@ interface RtcTransportEvents extends Record<string, unknown[]> {
 const DISCONNECTED_TIMEOUT_MS = 10_000;
 
 /**
- * Trickled remote candidates one connection accepts: each becomes pairs the server sends
- * checks to, so without a cap one client could aim the server's checks at any address.
+ * Distinct trickled remote candidates one ICE generation accepts (a restart, i.e. a new
+ * remote ufrag, starts afresh; a repeated candidate does not count): each becomes pairs the
+ * server sends checks to, so without a cap one client could aim the server's checks at any
+ * address.
  */
 export const MAX_REMOTE_CANDIDATES = 32;
 
@@ -47,7 +49,9 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
   /** Candidates that arrived before the remote description; applied right after it. */
   private pendingCandidates: (IceCandidateInit | null)[] = [];
   private readonly watchedDtls = new WeakSet<RTCDtlsTransport>();
-  private remoteCandidates = 0;
+  /** Transport, address and port of each trickled candidate of the current ICE generation. */
+  private readonly remoteCandidates = new Set<string>();
+  private remoteUfrag: string | undefined;
 
   constructor(role: TransportRole, rtc: Config['rtc'], stats: MediaStats, log: Logger) {
     super();
@@ -201,9 +205,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     if (candidate !== null && candidate.candidate !== '' && !CANDIDATE_LINE.test(candidate.candidate)) {
       throw new AppError('INVALID_CANDIDATE', 'ICE candidate is not a valid candidate line');
     }
-    if (candidate !== null && candidate.candidate !== '' && ++this.remoteCandidates > MAX_REMOTE_CANDIDATES) {
-      throw new AppError('INVALID_CANDIDATE', `too many ICE candidates for one connection (at most ${MAX_REMOTE_CANDIDATES})`);
-    }
+    if (candidate !== null && candidate.candidate !== '') this.countCandidate(candidate.candidate);
     if (this.pc.remoteDescription === null) {
       if (this.pendingCandidates.length < 64) this.pendingCandidates.push(candidate);
       return;
@@ -224,6 +226,17 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     }
   }
 
+  private countCandidate(line: string): void {
+    // candidate:<foundation> <component> <transport> <priority> <address> <port> typ ...
+    const f = line.replace(/^a=/, '').split(/\s+/);
+    const key = `${f[2]?.toLowerCase()} ${f[4]?.toLowerCase()} ${f[5]}`;
+    if (this.remoteCandidates.has(key)) return;
+    if (this.remoteCandidates.size >= MAX_REMOTE_CANDIDATES) {
+      throw new AppError('INVALID_CANDIDATE', `too many ICE candidates for one connection (at most ${MAX_REMOTE_CANDIDATES} per ICE restart)`);
+    }
+    this.remoteCandidates.add(key);
+  }
+
   private async setRemote(desc: { type: 'offer' | 'answer'; sdp: string }): Promise<void> {
     if (this.closed) throw new AppError('CONFLICT', 'transport is closed');
     try {
@@ -232,6 +245,11 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
       this.log.debug({ err: (err as Error).message }, 'setRemoteDescription failed');
       throw new AppError('INVALID_SDP', `SDP rejected: ${(err as Error).message}`);
     }
+    const ufrag = /^a=ice-ufrag:(\S+)/m.exec(desc.sdp)?.[1];
+    // An ICE restart: the candidates of the old generation are gone with it (those trickled
+    // before the first description belong to the first generation).
+    if (this.remoteUfrag !== undefined && ufrag !== this.remoteUfrag) this.remoteCandidates.clear();
+    this.remoteUfrag = ufrag;
     this.watchDtls();
     const pending = this.pendingCandidates;
     this.pendingCandidates = [];
