@@ -1,7 +1,7 @@
 import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 import { z } from 'zod';
 import { AppError, validationError } from '../common/errors.ts';
-import { DisplayName, Name } from '../common/limits.ts';
+import { DEFAULT_TOKEN_LIMITS, DisplayName, Name, type TokenLimits } from '../common/limits.ts';
 
 export const GRANTS = ['publish', 'subscribe', 'admin', 'record'] as const;
 export type Grant = (typeof GRANTS)[number];
@@ -20,7 +20,8 @@ const Claims = z.object({
   e2ee: z.boolean().optional(),
 });
 
-const MintNames = z.object({ identity: Name, room: Name.optional(), name: DisplayName.optional() });
+/** The names a minted token carries, checked as verify checks them. */
+const MintNames = z.object({ identity: Claims.shape.sub, room: Claims.shape.room, name: Claims.shape.name });
 
 export interface AccessToken {
   identity: string;
@@ -43,15 +44,6 @@ export const DEFAULT_GRANTS: readonly Grant[] = ['publish', 'subscribe'];
 
 /** Lifetime of a minted token when none is asked for (capped by the maximum lifetime). */
 export const DEFAULT_TOKEN_TTL_SECONDS = 6 * 3600;
-
-/** What a token's clock claims must satisfy (SCV_MAX_TOKEN_LIFETIME, SCV_TOKEN_CLOCK_SKEW). */
-export interface TokenLimits {
-  maxLifetimeSeconds: number;
-  clockSkewSeconds: number;
-}
-
-/** The configuration's defaults, also used by tools that mint for a server whose settings they do not know. */
-export const DEFAULT_TOKEN_LIMITS: TokenLimits = { maxLifetimeSeconds: 86400, clockSkewSeconds: 30 };
 
 export class TokenService {
   private readonly key: Uint8Array;

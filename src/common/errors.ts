@@ -95,16 +95,23 @@ export function toAppError(err: unknown): AppError {
   }
 }
 
+/** The code a zod refinement names in its `params.code`, if it is one of ours. */
+function namedCode(issue: z.ZodError['issues'][number]): ErrorCode | undefined {
+  const code = issue.code === 'custom' ? (issue.params as { code?: unknown } | undefined)?.code : undefined;
+  return typeof code === 'string' && code in ERROR_STATUS ? (code as ErrorCode) : undefined;
+}
+
 /**
  * A failed zod validation as VALIDATION_FAILED, or as the code a refinement names in its
- * `params.code` (the SDP size limit: SDP_TOO_LARGE). `firstOnly` reports one issue; `root`
+ * `params.code` (the SDP size limit: SDP_TOO_LARGE). `firstOnly` reports one issue, the
+ * first that names a code if any, so the message describes what the code says; `root`
  * names the whole input in the message.
  */
 export function validationError(err: z.ZodError, opts: { firstOnly?: boolean; root?: string } = {}): AppError {
-  const issues = opts.firstOnly === true ? err.issues.slice(0, 1) : err.issues;
+  const reported = err.issues.find((i) => namedCode(i) !== undefined) ?? err.issues[0];
+  const issues = opts.firstOnly !== true ? err.issues : reported === undefined ? [] : [reported];
   const message = issues.map((i) => `${i.path.join('.') || (opts.root ?? 'body')}: ${i.message}`).join('; ') || 'invalid input';
-  const named = err.issues.map((i) => (i.code === 'custom' ? (i.params as { code?: unknown } | undefined)?.code : undefined)).find((c) => typeof c === 'string' && c in ERROR_STATUS);
-  return new AppError((named as ErrorCode | undefined) ?? 'VALIDATION_FAILED', message);
+  return new AppError(issues.map(namedCode).find((c) => c !== undefined) ?? 'VALIDATION_FAILED', message);
 }
 
 /** The one JSON shape of an error, over HTTP and in signaling messages alike. */

@@ -36,6 +36,15 @@ export const Sdp = z.string().min(1).refine(fitsSdpLimit, SDP_LIMIT);
 /** The size check alone, for bodies whose emptiness another check reports. */
 export const SdpSize = z.string().refine(fitsSdpLimit, SDP_LIMIT);
 
+/** What a token's clock claims must satisfy (SCV_MAX_TOKEN_LIFETIME, SCV_TOKEN_CLOCK_SKEW). */
+export interface TokenLimits {
+  maxLifetimeSeconds: number;
+  clockSkewSeconds: number;
+}
+
+/** The configuration's defaults, also used by tools that mint for a server whose settings they do not know. */
+export const DEFAULT_TOKEN_LIMITS: TokenLimits = { maxLifetimeSeconds: 86400, clockSkewSeconds: 30 };
+
 /** Longest client-supplied string written into a log line or echoed in an error message. */
 export const MAX_LOGGED_CHARS = 160;
 

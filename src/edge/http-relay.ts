@@ -2,13 +2,13 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
 import type { z } from 'zod';
-import { requireGrant, requireRoom, type AccessToken, type TokenService } from '../auth/tokens.ts';
+import { requireGrant, type AccessToken, type TokenService } from '../auth/tokens.ts';
 import { AppError } from '../common/errors.ts';
 import type { Config } from '../config.ts';
 import { authenticate } from '../http/auth.ts';
-import { IceBody, LeaveBody, SignalBody } from '../http/routes/media.ts';
+import { IceBody, joinChecks, LeaveBody, SignalBody } from '../http/routes/media.ts';
 import { CreateRoom } from '../http/routes/recordings.ts';
-import { parse, pathName } from '../http/validate.ts';
+import { mediaTypeOf, parse, pathName } from '../http/validate.ts';
 import type { MediaWorker } from './media-worker.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
@@ -33,37 +33,15 @@ interface Relayed {
 }
 
 const RELAYED: Relayed[] = [
-  {
-    method: ['POST'],
-    url: '/video/signal',
-    body: { schema: SignalBody, field: 'room_id' },
-    creates: (token, room) => {
-      requireRoom(token, room);
-      if (!token.grants.has('publish') && !token.grants.has('subscribe')) throw new AppError('FORBIDDEN', 'token lacks the "publish" and "subscribe" grants');
-    },
-  },
+  { method: ['POST'], url: '/video/signal', body: { schema: SignalBody, field: 'room_id' }, creates: joinChecks.signal },
   { method: ['POST'], url: '/video/ice', body: { schema: IceBody, field: 'room_id' } },
   { method: ['POST'], url: '/video/leave', body: { schema: LeaveBody, field: 'room_id' } },
   { method: ['POST'], url: '/video/rooms', body: { schema: CreateRoom, field: 'name' }, creates: (token) => requireGrant(token, 'admin') },
   { method: ['GET'], url: '/video/rooms/:room' },
   { method: ['POST', 'DELETE'], url: '/video/rooms/:room/recording' },
-  {
-    method: ['POST'],
-    url: '/whip/:room',
-    creates: (token, room) => {
-      requireRoom(token, room);
-      requireGrant(token, 'publish');
-    },
-  },
+  { method: ['POST'], url: '/whip/:room', creates: joinChecks.whip },
   { method: ['PATCH', 'DELETE'], url: '/whip/:room/:sid' },
-  {
-    method: ['POST'],
-    url: '/whep/:room/:identity',
-    creates: (token, room) => {
-      requireRoom(token, room);
-      requireGrant(token, 'subscribe');
-    },
-  },
+  { method: ['POST'], url: '/whep/:room/:identity', creates: joinChecks.whep },
   { method: ['PATCH', 'DELETE'], url: '/whep/:room/:identity/:sid' },
   { method: ['GET'], url: '/video/recordings' },
   { method: ['GET'], url: '/video/recordings/:id' },
@@ -73,13 +51,9 @@ const RELAYED: Relayed[] = [
 /** CORS preflights carry no token: any worker answers them, nothing is created. */
 const PREFLIGHTS = ['/whip/:room', '/whip/:room/:sid', '/whep/:room/:identity', '/whep/:room/:identity/:sid'];
 
-function isJson(req: FastifyRequest): boolean {
-  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase() === 'application/json';
-}
-
 /** A JSON body the route routes by, parsed: its syntax is checked before the token, as a worker's body parser does. */
 function jsonBody(route: Relayed, req: FastifyRequest, body: Buffer | undefined): { json: unknown } | undefined {
-  if (route.body === undefined || body === undefined || !isJson(req)) return undefined;
+  if (route.body === undefined || body === undefined || mediaTypeOf(req) !== 'application/json') return undefined;
   try {
     return { json: JSON.parse(body.toString('utf8')) };
   } catch {

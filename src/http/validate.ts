@@ -1,3 +1,4 @@
+import type { FastifyRequest } from 'fastify';
 import type { z } from 'zod';
 import { validationError } from '../common/errors.ts';
 import { Name } from '../common/limits.ts';
@@ -12,4 +13,9 @@ export function parse<T extends z.ZodType>(schema: T, value: unknown, root = 'bo
 /** A room name or identity from a URL path: the same limit as everywhere (src/common/limits.ts). */
 export function pathName(value: string, what: string): string {
   return parse(Name, value, what);
+}
+
+/** The request's media type (Content-Type without parameters), lower-cased; '' without one. */
+export function mediaTypeOf(req: FastifyRequest): string {
+  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
 }

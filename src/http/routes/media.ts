@@ -13,7 +13,7 @@ import { assertPlausibleSdp, CANDIDATE_LINE, receives, sends, type MediaSection 
 import type { Sfu } from '../../sfu/sfu.ts';
 import { IceCandidateInit } from '../../signaling/messages.ts';
 import { authenticate } from '../auth.ts';
-import { parse } from '../validate.ts';
+import { mediaTypeOf, parse } from '../validate.ts';
 
 /**
  * Media over plain HTTP, one PeerConnection per session, negotiated by a single offer/answer
@@ -48,10 +48,30 @@ export const IceBody = z.object({
 
 export const LeaveBody = z.object({ room_id: Name, peer_id: Name });
 
+/**
+ * What a token must allow to join a room by each route that can create one: checked by
+ * the route before the join, and by the edge before it assigns the room to a worker.
+ */
+export const joinChecks = {
+  signal(token: AccessToken, room: string): void {
+    requireRoom(token, room);
+    if (!token.grants.has('publish') && !token.grants.has('subscribe')) {
+      throw new AppError('FORBIDDEN', 'token lacks the "publish" and "subscribe" grants');
+    }
+  },
+  whip(token: AccessToken, room: string): void {
+    requireRoom(token, room);
+    requireGrant(token, 'publish');
+  },
+  whep(token: AccessToken, room: string): void {
+    requireRoom(token, room);
+    requireGrant(token, 'subscribe');
+  },
+};
+
 /** Path parameters that name a room or an identity: the same limit as everywhere (src/common/limits.ts). */
 const RoomParams = z.object({ room: Name });
 const WhepParams = z.object({ room: Name, identity: Name });
-
 
 const CORS_HEADERS = {
   'access-control-allow-origin': '*',
@@ -74,10 +94,6 @@ interface Resource {
   /** ICE username fragment of the client's offer: a PATCH with another one is an ICE restart. */
   ufrag: string | undefined;
   etag: string;
-}
-
-function mediaTypeOf(req: FastifyRequest): string {
-  return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
 }
 
 function requireContentType(req: FastifyRequest, type: string): string {
@@ -254,10 +270,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
       if (types.some((t) => t !== 'offer')) {
         throw new AppError('VALIDATION_FAILED', `type: only "offer" is accepted (the server answers), got "${types.find((t) => t !== 'offer')}"`);
       }
-      requireRoom(token, body.room_id);
-      if (!token.grants.has('publish') && !token.grants.has('subscribe')) {
-        throw new AppError('FORBIDDEN', 'token lacks the "publish" and "subscribe" grants');
-      }
+      joinChecks.signal(token, body.room_id);
       requireSelf(token, body.peer_id);
       const { participant, answer } = await joinAndAnswer(
         body.room_id,
@@ -320,8 +333,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
       const token = await authenticate(tokens, req);
       const offer = requireContentType(req, SDP_TYPE);
       const { room } = parse(RoomParams, req.params);
-      requireRoom(token, room);
-      requireGrant(token, 'publish');
+      joinChecks.whip(token, room);
       const sections = audioVideo(assertPlausibleSdp(offer));
       if (!sections.some((s) => sends(s.direction))) throw new AppError('INVALID_SDP', 'a WHIP offer must send at least one audio or video track');
       const { participant, answer } = await joinAndAnswer(
@@ -351,8 +363,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
       const token = await authenticate(tokens, req);
       const offer = requireContentType(req, SDP_TYPE);
       const { room: roomName, identity } = parse(WhepParams, req.params);
-      requireRoom(token, roomName);
-      requireGrant(token, 'subscribe');
+      joinChecks.whep(token, roomName);
       const sections = audioVideo(assertPlausibleSdp(offer));
       if (sections.some((s) => sends(s.direction))) throw new AppError('INVALID_SDP', 'a WHEP offer must only receive (a=recvonly)');
       if (!sections.some((s) => receives(s.direction))) throw new AppError('INVALID_SDP', 'a WHEP offer must receive audio or video');
