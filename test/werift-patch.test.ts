@@ -24,6 +24,7 @@ interface IceAgent {
   remoteUsername: string;
   remoteCandidates: { type: string; host: string; port: number }[];
   nominated: { localCandidate: { host: string; port: number } } | undefined;
+  protocols: { type: string; onRequestReceived: { subscribe(f: (msg: Message) => void): { unSubscribe(): void } } }[];
 }
 
 interface Peer {
@@ -160,6 +161,41 @@ describe('werift patch: the media plane trusts only what ICE validated', () => {
     while (attacker.replies.length === 0 && Date.now() < deadline) await sleep(20);
     assert.ok(attacker.replies.length >= 1, 'an authenticated request is answered');
     attacker.socket.close();
+  });
+
+  test('an unauthenticated request is dropped on its raw bytes: no Message is built or handed on', async () => {
+    const { b } = pair;
+    const ice = b.ice();
+    // Every Message werift's STUN socket builds from a request reaches this event; before the
+    // raw check each forged request became one (with its attribute values and a promise per
+    // subscriber) before the integrity check could reject it.
+    const seen: string[] = [];
+    const protocol = ice.protocols.find((p) => p.type === 'stun')!;
+    const { unSubscribe } = protocol.onRequestReceived.subscribe((msg: Message) => seen.push(String(msg.getAttributeValue('USERNAME'))));
+    const username = `${ice.localUsername}:${ice.remoteUsername}`;
+    const unsigned = new Message(STUN_BINDING, STUN_REQUEST);
+    unsigned.setAttribute('USERNAME', username).setAttribute('PRIORITY', 1).addFingerprint();
+    const forged = [
+      forgedStun(username), // integrity wrong
+      forgedStun(`nobody:${ice.remoteUsername}`), // USERNAME names no ufrag of ours
+      forgedStun(`${ice.localUsername}`), // no ':' after our ufrag
+      unsigned.bytes, // no MESSAGE-INTEGRITY
+    ];
+    const dropsBefore = b.drops.filter((r) => r === 'stun_auth').length;
+    const attackers = await Promise.all(forged.map((_, i) => foreignSocket(`127.0.2.${i + 1}`)));
+    for (const [i, data] of forged.entries()) for (let n = 0; n < 5; n++) await attackers[i]!.send(data, b.address());
+    await sleep(500);
+    assert.deepEqual(seen, [], 'no Message built from an unauthenticated request');
+    assert.equal(b.drops.filter((r) => r === 'stun_auth').length - dropsBefore, forged.length * 5, 'each one counted as stun_auth');
+    assert.ok(attackers.every((a) => a.replies.length === 0), 'nothing sent back');
+    // The check passes what it must: the same session's authenticated request is built and answered.
+    await attackers[0]!.send(bindingRequest(username, ice.localPassword), b.address());
+    const deadline = Date.now() + 2000;
+    while (attackers[0]!.replies.length === 0 && Date.now() < deadline) await sleep(20);
+    assert.deepEqual(seen, [username]);
+    assert.ok(attackers[0]!.replies.length >= 1, 'an authenticated request is answered');
+    unSubscribe();
+    for (const a of attackers) a.socket.close();
   });
 
   test('remote candidates learned from requests are capped per session', async () => {
