@@ -210,6 +210,8 @@ export interface FloodOptions {
   openSources?: number;
   /** Datagrams each source sends before it is closed and replaced by one on a new address. */
   perSource?: number;
+  /** Index of the first source address (`sourceAddress`), so two floods can use different ones. */
+  firstSource?: number;
   /** Only these classes (default: all, weighted). */
   classes?: DatagramClass[];
 }
@@ -244,7 +246,7 @@ export async function flood(opts: FloodOptions): Promise<FloodResult> {
   const schedule: DatagramClass[] = [];
   for (const cls of opts.classes ?? DATAGRAM_CLASSES) for (let i = 0; i < WEIGHTS[cls]; i++) schedule.push(cls);
   const byClass = Object.fromEntries(DATAGRAM_CLASSES.map((c) => [c, 0])) as Record<DatagramClass, number>;
-  let nextSource = 0;
+  let nextSource = opts.firstSource ?? 0;
   const pool: { socket: Socket; used: number }[] = [];
   for (let i = 0; i < openSources; i++) pool.push({ socket: await openSource(nextSource++), used: 0 });
   let sent = 0;
