@@ -42,7 +42,7 @@ const JITTER_BUFFER_PACKETS = 512;
  * One participant's tracks written to one WebM file, straight from the SFU's packets:
  * RTP → (video: jitter buffer) → timestamps → depacketizer → WebM. No PeerConnection.
  * The first video frame written is a keyframe (the writer waits for one, and the
- * recording asks the publisher for one when it attaches, and again after a loss).
+ * recording asks the publisher for one until it has one, and again after a loss).
  */
 export class ParticipantRecording {
   readonly path: string;
@@ -106,7 +106,15 @@ export class ParticipantRecording {
         time.pipe(depacketizer.input);
         depacketizer.pipe(webm.inputAudio);
       }
-      const sink: RtpSink = (rtp) => {
+      let sawKeyframe = t.kind !== 'video';
+      const sink: RtpSink = (rtp, keyframe) => {
+        // Until its first keyframe the file has no video: keep asking (the track throttles
+        // it), since the request made when attaching can be lost or fall inside the
+        // throttle of another subscriber's request.
+        if (!sawKeyframe) {
+          sawKeyframe = keyframe;
+          if (!keyframe) t.track.requestKeyframe();
+        }
         // The file's time starts with its first media, not when it was opened.
         this.lastPacketAt = Date.now();
         if (this.firstPacketAt === undefined) {
