@@ -13,23 +13,11 @@ import { randomBytes } from 'node:crypto';
 import { GenericNack, RtcpPacketConverter, RtcpTransportLayerFeedback, RtpHeader, SrtpSession, TransportWideCC } from 'werift';
 import { SRTP_AEAD_AES_128_GCM } from '../src/sfu/srtp-encryptor.ts';
 import { RETRANSMIT_REPEAT_MS } from '../src/sfu/down-track.ts';
+import { rtcp, u32 } from './helpers/hostile-peer.ts';
 import { sleep, TestService } from './helpers/service.ts';
 
 /** One RTCP transport-layer feedback packet (PT 205) of `fmt`, `body` after the header. */
-function rtpfb(fmt: number, body: Buffer): Buffer {
-  assert.equal(body.length % 4, 0);
-  const h = Buffer.alloc(4);
-  h[0] = 0x80 | fmt;
-  h[1] = 205;
-  h.writeUInt16BE(body.length / 4, 2);
-  return Buffer.concat([h, body]);
-}
-
-function words(...values: number[]): Buffer {
-  const b = Buffer.alloc(values.length * 4);
-  values.forEach((v, i) => b.writeUInt32BE(v >>> 0, i * 4));
-  return b;
-}
+const rtpfb = (fmt: number, body: Buffer): Buffer => rtcp(205, fmt, body);
 
 const nacksOf = (data: Buffer) =>
   RtcpPacketConverter.deSerialize(data).flatMap((p) =>
@@ -39,16 +27,16 @@ const nacksOf = (data: Buffer) =>
 test('each packet of a compound RTCP datagram is parsed from its own length only', () => {
   // A NACK without FCI, then one for 100 and 101: upstream read the second packet's bytes
   // as FCI of the first (its header 0x81cd0003 became "lost 0x81cd, bitmask 3").
-  const compound = Buffer.concat([rtpfb(1, words(1, 2)), rtpfb(1, words(1, 2, (100 << 16) | 1))]);
+  const compound = Buffer.concat([rtpfb(1, u32(1, 2)), rtpfb(1, u32(1, 2, (100 << 16) | 1))]);
   assert.deepEqual(nacksOf(compound), [[], [100, 101]]);
   // A length beyond the datagram ends parsing there instead of reading what follows.
-  const overlong = rtpfb(1, words(1, 2, (7 << 16) | 0));
+  const overlong = rtpfb(1, u32(1, 2, (7 << 16) | 0));
   overlong.writeUInt16BE(40, 2);
-  assert.deepEqual(nacksOf(Buffer.concat([rtpfb(1, words(1, 2, 5 << 16)), overlong])), [[5]]);
+  assert.deepEqual(nacksOf(Buffer.concat([rtpfb(1, u32(1, 2, 5 << 16)), overlong])), [[5]]);
 });
 
 test('NACKed sequence numbers wrap at 65536', () => {
-  assert.deepEqual(nacksOf(rtpfb(1, words(1, 2, (65535 << 16) | 0b11))), [[65535, 0, 1]]);
+  assert.deepEqual(nacksOf(rtpfb(1, u32(1, 2, (65535 << 16) | 0b11))), [[65535, 0, 1]]);
 });
 
 /** transport-cc feedback (RTCP PT 205 FMT 15) with the given status count and chunks, no deltas unless given. */
@@ -131,7 +119,7 @@ test('a subscriber cannot make the server resend a packet more than once per NAC
   const newest = rec.highestSeq!;
   const name17 = (((newest - 16) & 0xffff) << 16) | 0xffff;
   const before1 = rec.duplicates;
-  await send(Buffer.concat(Array.from({ length: 80 }, () => rtpfb(1, words(name17, rec.ssrc!)))));
+  await send(Buffer.concat(Array.from({ length: 80 }, () => rtpfb(1, u32(name17, rec.ssrc!)))));
   await sleep(500);
   assert.equal(rec.duplicates - before1, 0, 'NACKs that name nothing get nothing resent');
 
@@ -139,14 +127,14 @@ test('a subscriber cannot make the server resend a packet more than once per NAC
   const newest2 = rec.highestSeq!;
   const fci = (((newest2 - 16) & 0xffff) << 16) | 0xffff;
   const before2 = rec.duplicates;
-  await send(Buffer.concat(Array.from({ length: 80 }, () => rtpfb(1, words(receiver.rtcpSsrc, rec.ssrc!, fci)))));
+  await send(Buffer.concat(Array.from({ length: 80 }, () => rtpfb(1, u32(receiver.rtcpSsrc, rec.ssrc!, fci)))));
   await sleep(500);
   const resent = rec.duplicates - before2;
   assert.ok(resent >= 1 && resent <= 17, `each of the 17 named packets is resent at most once (got ${resent} duplicates)`);
 
   // The same NACK again after the interval is answered again: a lost retransmission can be asked for anew.
   const before3 = rec.duplicates;
-  await send(rtpfb(1, words(receiver.rtcpSsrc, rec.ssrc!, ((rec.highestSeq! & 0xffff) << 16) | 0)));
+  await send(rtpfb(1, u32(receiver.rtcpSsrc, rec.ssrc!, ((rec.highestSeq! & 0xffff) << 16) | 0)));
   await sub.waitUntil(() => rec.duplicates > before3 || undefined, 5_000, () => 'a retransmission of the newest packet');
   await Promise.all([pub.close({ leave: true }), sub.close({ leave: true })]);
 });

@@ -40,7 +40,8 @@ export interface HostileTarget {
   mediaSsrcs?: number[];
 }
 
-function rtcp(type: number, count: number, body: Buffer): Buffer {
+/** One RTCP packet: header with `count` (or FMT) and the length of `body`, padded to 32 bits. */
+export function rtcp(type: number, count: number, body: Buffer): Buffer {
   const padded = Buffer.concat([body, Buffer.alloc((4 - (body.length % 4)) % 4)]);
   const h = Buffer.alloc(4);
   h[0] = 0x80 | (count & 0x1f);
@@ -49,7 +50,8 @@ function rtcp(type: number, count: number, body: Buffer): Buffer {
   return Buffer.concat([h, padded]);
 }
 
-function u32(...v: number[]): Buffer {
+/** 32-bit big-endian words. */
+export function u32(...v: number[]): Buffer {
   const b = Buffer.alloc(v.length * 4);
   v.forEach((x, i) => b.writeUInt32BE(x >>> 0, i * 4));
   return b;
