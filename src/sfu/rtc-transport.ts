@@ -6,7 +6,7 @@ import type { Config } from '../config.ts';
 import type { IceCandidateInit } from '../signaling/messages.ts';
 import { codecsFor, headerExtensions } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
-import { announceCandidate, announceSdp, assertAnswerTo, assertPlausibleSdp, CANDIDATE_LINE, type MediaSection } from './sdp.ts';
+import { announceCandidate, announceSdp, assertAnswerTo, assertPlausibleSdp, CANDIDATE_LINE, firstUfrag, type MediaSection } from './sdp.ts';
 import { TwccFeedback } from './twcc-feedback.ts';
 
 export type TransportRole = 'publisher' | 'subscriber' | 'combined';
@@ -245,7 +245,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
       this.log.debug({ err: (err as Error).message }, 'setRemoteDescription failed');
       throw new AppError('INVALID_SDP', `SDP rejected: ${(err as Error).message}`);
     }
-    const ufrag = /^a=ice-ufrag:(\S+)/m.exec(desc.sdp)?.[1];
+    const ufrag = firstUfrag(desc.sdp);
     // An ICE restart: the candidates of the old generation are gone with it (those trickled
     // before the first description belong to the first generation).
     if (this.remoteUfrag !== undefined && ufrag !== this.remoteUfrag) this.remoteCandidates.clear();

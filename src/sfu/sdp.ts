@@ -102,3 +102,8 @@ export function announceSdp(sdp: string, announcedIp: string | undefined): strin
   if (announcedIp === undefined) return sdp;
   return sdp.replace(/^a=(candidate:.*)$/gm, (_m, c: string) => `a=${announceCandidate(c, announcedIp)}`);
 }
+
+/** The first ICE username fragment of an SDP (max-bundle: the one transport's), if any. */
+export function firstUfrag(sdp: string): string | undefined {
+  return /^a=ice-ufrag:(\S+)/m.exec(sdp)?.[1];
+}

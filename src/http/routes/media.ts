@@ -9,7 +9,7 @@ import type { Config } from '../../config.ts';
 import type { Participant, ParticipantKind } from '../../sfu/participant.ts';
 import type { PublishedTrack } from '../../sfu/published-track.ts';
 import type { Room } from '../../sfu/room.ts';
-import { assertPlausibleSdp, CANDIDATE_LINE, receives, sends, type MediaSection } from '../../sfu/sdp.ts';
+import { assertPlausibleSdp, CANDIDATE_LINE, firstUfrag, receives, sends, type MediaSection } from '../../sfu/sdp.ts';
 import type { Sfu } from '../../sfu/sfu.ts';
 import { IceCandidateInit } from '../../signaling/messages.ts';
 import { authenticate } from '../auth.ts';
@@ -130,10 +130,6 @@ function iceServerLinks(config: Config, identity: string): string[] {
     }
   }
   return links;
-}
-
-function firstUfrag(sdp: string): string | undefined {
-  return /^a=ice-ufrag:(\S+)/m.exec(sdp)?.[1];
 }
 
 function candidateInit(c: z.infer<typeof IceBody>['candidate']): IceCandidateInit | null {
