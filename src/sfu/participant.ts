@@ -5,26 +5,26 @@ import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { TypedEmitter } from '../common/typed-emitter.ts';
 import type { Config } from '../config.ts';
-import type { IceCandidateInit, LeaveReason, ParticipantInfo, ServerMessage, Target } from '../signaling/messages.ts';
 import { DownTrack } from './down-track.ts';
 import { subscriberCodec } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
 import type { OverloadGuard } from './overload-guard.ts';
-import { PublishedTrack, type TrackSource } from './published-track.ts';
+import { PublishedTrack } from './published-track.ts';
 import { RtcTransport } from './rtc-transport.ts';
 import { receives, sends, type MediaSection } from './sdp.ts';
-
-/**
- * How the participant talks to us. `ws`: two PeerConnections (publisher: client offers;
- * subscriber: server offers), renegotiated over the WebSocket. The others have one
- * PeerConnection negotiated by a single HTTP offer/answer: `http` (the seed API), `whip`
- * (publish only), `whep` (play one participant, hidden from the room).
- */
-export type ParticipantKind = 'ws' | 'http' | 'whip' | 'whep';
+import type {
+  ConnectionRole,
+  IceCandidate,
+  LeaveReason,
+  ParticipantCapabilities,
+  ParticipantDescription,
+  ParticipantSignal,
+  SignalSink,
+  SubscriptionOffer,
+  TrackSource,
+} from './signals.ts';
 
 interface ParticipantEvents extends Record<string, unknown[]> {
-  /** A message for this participant's client (subscriber offers, candidates, room events). */
-  signal: [ServerMessage];
   trackPublished: [PublishedTrack];
   trackUnpublished: [PublishedTrack];
   trackMuted: [PublishedTrack];
@@ -35,7 +35,11 @@ export interface ParticipantOptions {
   identity: string;
   name: string;
   grants: ReadonlySet<Grant>;
-  kind: ParticipantKind;
+  capabilities: ParticipantCapabilities;
+  /** Which protocol brought it ('ws', 'http', 'whip', 'whep'): shown by the admin API, never branched on here. */
+  joinedVia: string;
+  /** The token identity that opened it, if not its own (a WHEP player's random identity). */
+  owner?: string;
   rtc: Config['rtc'];
   stats: MediaStats;
   /** The Sfu's: what its subscriptions shed under overload. */
@@ -53,7 +57,10 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
   readonly identity: string;
   readonly name: string;
   readonly grants: ReadonlySet<Grant>;
-  readonly kind: ParticipantKind;
+  readonly capabilities: ParticipantCapabilities;
+  readonly joinedVia: string;
+  /** The token identity it acts for: its own, or for a WHEP player the viewer's. */
+  readonly owner: string;
   readonly joinedAt = Date.now();
   readonly log: Logger;
   private readonly rtc: Config['rtc'];
@@ -68,7 +75,8 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
   private readonly trackInfoByMid = new Map<string, { source?: TrackSource; name?: string }>();
   private negotiating = false;
   private renegotiate = false;
-  private lastOffer: ServerMessage | undefined;
+  private lastOffer: SubscriptionOffer | undefined;
+  private sink: SignalSink | undefined;
   private negotiationTimer: NodeJS.Timeout | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
@@ -79,7 +87,9 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     this.identity = opts.identity;
     this.name = opts.name;
     this.grants = opts.grants;
-    this.kind = opts.kind;
+    this.capabilities = opts.capabilities;
+    this.joinedVia = opts.joinedVia;
+    this.owner = opts.owner ?? opts.identity;
     this.rtc = opts.rtc;
     this.stats = opts.stats;
     this.overload = opts.overload;
@@ -91,22 +101,38 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     return this._closed;
   }
 
-  /** Hidden participants (WHEP players) are neither announced nor listed. */
   get hidden(): boolean {
-    return this.kind === 'whep';
+    return this.capabilities.hidden;
   }
 
   get canSubscribe(): boolean {
     return this.grants.has('subscribe');
   }
 
-  info(): ParticipantInfo {
+  /** Whether this participant receives what `owner` publishes (never its own tracks). */
+  receivesFrom(owner: Participant): boolean {
+    if (owner === this || !this.canSubscribe) return false;
+    const from = this.capabilities.receives;
+    return from.from === 'all' || (from.from === 'participant' && from.identity === owner.identity);
+  }
+
+  info(): ParticipantDescription {
     return { sid: this.sid, identity: this.identity, name: this.name, tracks: [...this.published.values()].map((t) => t.info()) };
   }
 
-  /** Delivers a message to this participant's client, if it has a signaling channel. */
-  send(msg: ServerMessage): void {
-    if (!this._closed) this.emit('signal', msg);
+  /** The protocol session that speaks for this participant from now on (a reconnect brings a new one). */
+  attachSink(sink: SignalSink): void {
+    this.sink = sink;
+  }
+
+  /** Only the current sink detaches: a session replaced by a reconnect must not cut off its successor. */
+  detachSink(sink: SignalSink): void {
+    if (this.sink === sink) this.sink = undefined;
+  }
+
+  /** Hands a signal to this participant's client, if a session speaks for it now. */
+  deliver(signal: ParticipantSignal): void {
+    if (!this._closed) this.sink?.deliver(signal);
   }
 
   // ---- signaling presence ---------------------------------------------------------------
@@ -234,7 +260,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
   // ---- subscribing (server offers) ------------------------------------------------------
 
   subscribe(track: PublishedTrack): void {
-    if (this._closed || !this.canSubscribe || this.kind !== 'ws' || this.downTracks.has(track.sid)) return;
+    if (this._closed || !this.canSubscribe || !this.capabilities.renegotiates || this.downTracks.has(track.sid)) return;
     const transport = this.subscriber ?? this.createTransport('subscriber');
     this.subscriber = transport;
     const t = transport.pc.addTransceiver(track.kind, { direction: 'sendonly' });
@@ -257,7 +283,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     track.removeDownTrack(this.sid);
     dt.close();
     if (this._closed) return;
-    const pc = this.kind === 'ws' ? this.subscriber?.pc : this.publisher?.pc;
+    const pc = this.capabilities.renegotiates ? this.subscriber?.pc : this.publisher?.pc;
     // Not transceiver.stop(): on the BUNDLE-tag m-line it tears the transport down (field notes, bug 4).
     try {
       pc?.removeTrack(dt.transceiver.sender);
@@ -265,7 +291,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
       // the sender may already be detached; the direction change below is what matters
     }
     dt.transceiver.setDirection('inactive');
-    if (this.kind === 'ws') this.scheduleNegotiation();
+    if (this.capabilities.renegotiates) this.scheduleNegotiation();
   }
 
   /** Coalesces subscription changes into one server offer; never two offers in flight. */
@@ -290,15 +316,16 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     try {
       const sdp = await transport.createOffer();
       if (this._closed) return;
-      const tracks: Extract<ServerMessage, { type: 'offer' }>['tracks'] = {};
+      const tracks: SubscriptionOffer['tracks'] = {};
       for (const dt of this.downTracks.values()) {
         const mid = dt.transceiver.mid;
         if (mid !== undefined && mid !== null) {
-          tracks[mid] = { participantSid: dt.track.ownerSid, identity: this.identityOf(dt.track.ownerSid), trackSid: dt.track.sid, kind: dt.track.kind };
+          const t = dt.track;
+          tracks[mid] = { participantSid: t.ownerSid, identity: this.identityOf(t.ownerSid), trackSid: t.sid, kind: t.kind, source: t.source, name: t.name };
         }
       }
-      this.lastOffer = { type: 'offer', target: 'subscriber', sdp, tracks };
-      this.emit('signal', this.lastOffer);
+      this.lastOffer = { sdp, tracks };
+      this.deliver({ type: 'subscription_offer', offer: this.lastOffer });
     } catch (err) {
       this.negotiating = false;
       this.log.warn({ err: (err as Error).message }, 'subscriber offer failed');
@@ -307,7 +334,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
 
   /** After a WebSocket reconnect: an offer sent while the socket was down must be seen again. */
   resendPendingOffer(): void {
-    if (this.negotiating && this.lastOffer !== undefined) this.emit('signal', this.lastOffer);
+    if (this.negotiating && this.lastOffer !== undefined) this.deliver({ type: 'subscription_offer', offer: this.lastOffer });
   }
 
   /** Filled in by the room so offers can name the identity behind each track. */
@@ -323,11 +350,11 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     if (this.renegotiate) this.scheduleNegotiation();
   }
 
-  async addCandidate(target: Target, candidate: IceCandidateInit | null): Promise<void> {
+  async addCandidate(target: ConnectionRole, candidate: IceCandidate | null): Promise<void> {
     this.assertOpen();
     // A client may trickle publisher candidates before its offer arrives (they are gathered
     // while it sets its local description): the transport is made now and holds them.
-    if (target === 'publisher' && this.publisher === undefined && this.kind === 'ws' && this.grants.has('publish')) {
+    if (target === 'publisher' && this.publisher === undefined && this.capabilities.renegotiates && this.grants.has('publish')) {
       this.publisher = this.createTransport('publisher');
     }
     const transport = target === 'publisher' ? this.publisher : this.subscriber;
@@ -339,8 +366,8 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
 
   private createTransport(role: 'publisher' | 'subscriber' | 'combined'): RtcTransport {
     const transport = new RtcTransport(role, this.rtc, this.stats, this.log);
-    const target: Target = role === 'subscriber' ? 'subscriber' : 'publisher';
-    transport.on('candidate', (candidate) => this.emit('signal', { type: 'candidate', target, candidate }));
+    const target: ConnectionRole = role === 'subscriber' ? 'subscriber' : 'publisher';
+    transport.on('candidate', (candidate) => this.deliver({ type: 'local_candidate', role: target, candidate }));
     transport.on('track', (track, transceiver) => this.onRemoteTrack(track, transceiver));
     transport.on('state', (state) => {
       this.log.debug({ role, state }, 'transport state');
@@ -386,6 +413,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     this.subscriber = undefined;
     this.log.info({ reason }, 'participant left');
     this.emit('closed', reason);
+    this.sink = undefined;
     this.removeAllListeners();
   }
 }

@@ -1,16 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { type MediaStreamTrack, type RtpPacket, type RTCRtpCodecParameters, type RTCRtpTransceiver } from 'werift';
-import type { TrackInfo } from '../signaling/messages.ts';
 import type { DownTrack, ForwardedPacket } from './down-track.ts';
 import { isKeyframe } from './keyframe.ts';
 import { codecNameOf } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
 import { PaddingRemover } from './sequence.ts';
+import type { MediaKind, TrackDescription, TrackSource } from './signals.ts';
 
 /** At most one keyframe request upstream per this many ms, however many subscribers ask. */
 export const KEYFRAME_REQUEST_INTERVAL_MS = 500;
-
-export type TrackSource = TrackInfo['source'];
 
 /** Anything besides a subscriber that consumes a track's packets as they arrive (the recorder). */
 export type RtpSink = (rtp: RtpPacket, keyframe: boolean) => void;
@@ -21,7 +19,7 @@ export type RtpSink = (rtp: RtpPacket, keyframe: boolean) => void;
  */
 export class PublishedTrack {
   readonly sid = `TR_${randomBytes(6).toString('hex')}`;
-  readonly kind: 'audio' | 'video';
+  readonly kind: MediaKind;
   readonly ownerSid: string;
   readonly mid: string;
   readonly codec: RTCRtpCodecParameters;
@@ -80,8 +78,8 @@ export class PublishedTrack {
     };
   }
 
-  info(): TrackInfo {
-    return { sid: this.sid, kind: this.kind, source: this.source, name: this.name, codec: this.codecName, muted: this.muted };
+  info(): TrackDescription {
+    return { sid: this.sid, kind: this.kind, source: this.source, name: this.name, codec: this.codecName, muted: this.muted, mid: this.mid };
   }
 
   get subscriberCount(): number {

@@ -2,12 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { TypedEmitter } from '../common/typed-emitter.ts';
-import type { LeaveReason, ParticipantInfo, ServerMessage } from '../signaling/messages.ts';
 import type { Participant } from './participant.ts';
 import type { PublishedTrack } from './published-track.ts';
+import type { LeaveReason, RoomDescription, RoomSignal } from './signals.ts';
 
 interface RoomEvents extends Record<string, unknown[]> {
   participantJoined: [Participant];
+  participantLeft: [Participant, LeaveReason];
+  trackPublished: [PublishedTrack];
+  trackUnpublished: [PublishedTrack];
   closed: [];
 }
 
@@ -92,8 +95,15 @@ export class Room extends TypedEmitter<RoomEvents> {
     return out;
   }
 
+  /** The tracks `p` receives (by its capabilities) of everything published now. */
+  tracksFor(p: Participant): PublishedTrack[] {
+    const out: PublishedTrack[] = [];
+    for (const owner of this.participants.values()) if (p.receivesFrom(owner)) out.push(...owner.published.values());
+    return out;
+  }
+
   /** The room as `exceptSid` sees it. */
-  infoFor(exceptSid?: string): { name: string; sid: string; e2ee: boolean; recording: boolean; participants: ParticipantInfo[] } {
+  infoFor(exceptSid?: string): RoomDescription {
     return {
       name: this.name,
       sid: this.sid,
@@ -105,32 +115,34 @@ export class Room extends TypedEmitter<RoomEvents> {
     };
   }
 
-  /** `owner`: for a WHEP player, the token identity that opened it (its own identity is random). */
-  add(p: Participant, owner: string = p.identity): void {
+  /** Hidden participants (WHEP players) count against the player limits, by the identity that opened them. */
+  add(p: Participant): void {
     if (this._closed) throw new AppError('ROOM_NOT_FOUND', `room "${this.name}" is closed`);
-    if (p.hidden) this.assertPlayerFits(owner);
+    if (p.hidden) this.assertPlayerFits(p.owner);
     else if (this.participants.size - this.players.size >= this.limits.maxParticipants) throw new AppError('ROOM_FULL', `room "${this.name}" is full`);
     clearTimeout(this.emptyTimer);
     this.emptyTimer = undefined;
     this.participants.set(p.sid, p);
-    if (p.hidden) this.players.set(p.sid, owner);
+    if (p.hidden) this.players.set(p.sid, p.owner);
     p.identityOf = (sid) => this.participants.get(sid)?.identity ?? '';
     p.on('trackPublished', (track) => {
       this.broadcast({ type: 'track_published', participantSid: p.sid, identity: p.identity, track: track.info() });
-      for (const other of this.participants.values()) if (other !== p) other.subscribe(track);
+      for (const other of this.participants.values()) if (other.receivesFrom(p)) other.subscribe(track);
+      this.emit('trackPublished', track);
     });
     p.on('trackUnpublished', (track) => {
       for (const other of this.participants.values()) if (other !== p) other.unsubscribe(track);
       this.broadcast({ type: 'track_unpublished', participantSid: p.sid, identity: p.identity, trackSid: track.sid });
+      this.emit('trackUnpublished', track);
     });
     p.on('trackMuted', (track) => {
       this.broadcast({ type: 'track_muted', participantSid: p.sid, identity: p.identity, trackSid: track.sid, muted: track.muted });
     });
     p.on('closed', (reason) => this.onParticipantClosed(p, reason));
     if (!p.hidden) this.broadcast({ type: 'participant_joined', participant: p.info() }, p.sid);
-    for (const track of this.tracks(p.sid)) p.subscribe(track);
+    for (const track of this.tracksFor(p)) p.subscribe(track);
     this.emit('participantJoined', p);
-    this.log.info({ participant: p.identity, participantSid: p.sid, kind: p.kind, size: this.participants.size }, 'participant joined');
+    this.log.info({ participant: p.identity, participantSid: p.sid, hidden: p.hidden, renegotiates: p.capabilities.renegotiates, size: this.participants.size }, 'participant joined');
   }
 
   private assertPlayerFits(owner: string): void {
@@ -147,13 +159,19 @@ export class Room extends TypedEmitter<RoomEvents> {
     if (!this.participants.delete(p.sid)) return;
     this.players.delete(p.sid);
     if (!p.hidden) this.broadcast({ type: 'participant_left', participantSid: p.sid, identity: p.identity, reason });
+    // Those who receive only this participant have nothing left to receive.
+    for (const other of [...this.participants.values()]) {
+      const from = other.capabilities.receives;
+      if (from.from === 'participant' && from.identity === p.identity) other.close('client_left');
+    }
+    this.emit('participantLeft', p, reason);
     this.armEmptyTimer();
   }
 
-  /** Sends to every participant's client except `exceptSid`. */
-  broadcast(msg: ServerMessage, exceptSid?: string): void {
+  /** Tells every participant's client except `exceptSid`. */
+  broadcast(signal: RoomSignal, exceptSid?: string): void {
     for (const p of this.participants.values()) {
-      if (p.sid !== exceptSid && !p.closed) p.send(msg);
+      if (p.sid !== exceptSid && !p.closed) p.deliver(signal);
     }
   }
 

@@ -3,9 +3,9 @@ import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { TypedEmitter } from '../common/typed-emitter.ts';
 import type { Config } from '../config.ts';
-import type { IceCandidateInit } from '../signaling/messages.ts';
 import { codecsFor, headerExtensions } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
+import type { IceCandidate } from './signals.ts';
 import { announceCandidate, announceSdp, assertAnswerTo, assertPlausibleSdp, CANDIDATE_LINE, firstUfrag, type MediaSection } from './sdp.ts';
 import { TwccFeedback } from './twcc-feedback.ts';
 
@@ -13,7 +13,7 @@ export type TransportRole = 'publisher' | 'subscriber' | 'combined';
 export type TransportState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
 
 interface RtcTransportEvents extends Record<string, unknown[]> {
-  candidate: [IceCandidateInit | null];
+  candidate: [IceCandidate | null];
   state: [TransportState];
   /** A remote track arrived on a transceiver the remote sends on. */
   track: [MediaStreamTrack, RTCRtpTransceiver];
@@ -47,7 +47,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
   private closed = false;
   private _state: TransportState = 'new';
   /** Candidates that arrived before the remote description; applied right after it. */
-  private pendingCandidates: (IceCandidateInit | null)[] = [];
+  private pendingCandidates: (IceCandidate | null)[] = [];
   private readonly watchedDtls = new WeakSet<RTCDtlsTransport>();
   /** Transport, address and port of each trickled candidate of the current ICE generation. */
   private readonly remoteCandidates = new Set<string>();
@@ -200,7 +200,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     await this.setRemote({ type: 'answer', sdp: answerSdp });
   }
 
-  async addCandidate(candidate: IceCandidateInit | null): Promise<void> {
+  async addCandidate(candidate: IceCandidate | null): Promise<void> {
     if (this.closed) return;
     if (candidate !== null && candidate.candidate !== '' && !CANDIDATE_LINE.test(candidate.candidate)) {
       throw new AppError('INVALID_CANDIDATE', 'ICE candidate is not a valid candidate line');
@@ -213,7 +213,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     await this.addCandidateNow(candidate);
   }
 
-  private async addCandidateNow(candidate: IceCandidateInit | null): Promise<void> {
+  private async addCandidateNow(candidate: IceCandidate | null): Promise<void> {
     if (candidate === null || candidate.candidate === '') return; // end of candidates: nothing to do
     try {
       await this.pc.addIceCandidate({

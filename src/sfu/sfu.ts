@@ -4,8 +4,9 @@ import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
 import { MediaStats } from './media-stats.ts';
 import { OverloadGuard } from './overload-guard.ts';
-import { Participant, type ParticipantKind } from './participant.ts';
+import { Participant } from './participant.ts';
 import { Room, type RoomOptions } from './room.ts';
+import type { ParticipantCapabilities } from './signals.ts';
 
 /**
  * The media engine's root: owns every room. Rooms are created on first join and close
@@ -74,19 +75,31 @@ export class Sfu {
 
   /**
    * Puts a new participant in a room. An identity already present is replaced (the old
-   * session is told `replaced`), as a user who opens the call again expects. `owner`: the
-   * token identity behind a WHEP player, which the room's per-identity player limit counts.
+   * session is told `replaced`), as a user who opens the call again expects, unless
+   * `ifPresent` is 'refuse' (a session that cannot be told it was replaced: CONFLICT).
+   * `owner`: the token identity behind a WHEP player, which the room's per-identity player
+   * limit counts.
    */
   join(
     roomName: string,
-    opts: { identity: string; name: string; grants: ReadonlySet<Grant>; kind: ParticipantKind; e2ee?: boolean; owner?: string },
+    opts: {
+      identity: string;
+      name: string;
+      grants: ReadonlySet<Grant>;
+      capabilities: ParticipantCapabilities;
+      joinedVia: string;
+      e2ee?: boolean;
+      owner?: string;
+      ifPresent?: 'replace' | 'refuse';
+    },
   ): { room: Room; participant: Participant } {
-    const { owner, ...participantOpts } = opts;
-    const room = this.getOrCreateRoom(roomName, { e2ee: opts.e2ee });
-    const previous = room.byIdentity(opts.identity);
-    if (previous !== undefined) {
-      previous.close('replaced');
+    const { e2ee, ifPresent = 'replace', ...participantOpts } = opts;
+    const previous = this.findRoom(roomName)?.byIdentity(opts.identity);
+    if (previous !== undefined && ifPresent === 'refuse') {
+      throw new AppError('CONFLICT', `"${opts.identity}" is already in room "${roomName}"; leave first (DELETE the session or POST /video/leave)`);
     }
+    const room = this.getOrCreateRoom(roomName, { e2ee });
+    previous?.close('replaced');
     const participant = new Participant({
       ...participantOpts,
       rtc: this.config.rtc,
@@ -95,7 +108,7 @@ export class Sfu {
       log: room.log,
       reconnectGraceMs: this.config.limits.reconnectGraceMs,
     });
-    room.add(participant, owner);
+    room.add(participant);
     return { room, participant };
   }
 

@@ -1,5 +1,13 @@
 import { z } from 'zod';
 import { DisplayName, Sdp } from '../common/limits.ts';
+import {
+  TRACK_SOURCES,
+  type LeaveReason,
+  type OfferedTrack,
+  type ParticipantDescription,
+  type RoomDescription,
+  type TrackDescription,
+} from '../sfu/signals.ts';
 
 /**
  * The WebSocket signaling protocol, version 1. These schemas are the protocol: the server
@@ -21,7 +29,7 @@ export const IceCandidateInit = z.object({
 });
 export type IceCandidateInit = z.infer<typeof IceCandidateInit>;
 
-export const TrackSource = z.enum(['camera', 'microphone', 'screen', 'screen_audio', 'unknown']);
+export const TrackSource = z.enum(TRACK_SOURCES);
 
 // ---- client → server ------------------------------------------------------------------
 
@@ -54,21 +62,10 @@ export const CLIENT_MESSAGE_TYPES: readonly string[] = ClientMessage.options.map
 
 // ---- server → client ------------------------------------------------------------------
 
-export interface TrackInfo {
-  sid: string;
-  kind: 'audio' | 'video';
-  source: z.infer<typeof TrackSource>;
-  name: string;
-  codec: string;
-  muted: boolean;
-}
-
-export interface ParticipantInfo {
-  sid: string;
-  identity: string;
-  name: string;
-  tracks: TrackInfo[];
-}
+/** The media core's descriptions are the wire's: these names are the protocol's. */
+export type TrackInfo = TrackDescription;
+export type ParticipantInfo = ParticipantDescription;
+export type { LeaveReason };
 
 export interface IceServerInfo {
   urls: string[];
@@ -83,7 +80,7 @@ export type ServerMessage =
       protocol: number;
       resumed: boolean;
       participant: ParticipantInfo;
-      room: { name: string; sid: string; e2ee: boolean; recording: boolean; participants: ParticipantInfo[] };
+      room: RoomDescription;
       iceServers: IceServerInfo[];
       codecs: string[];
     }
@@ -93,7 +90,7 @@ export type ServerMessage =
       target: 'subscriber';
       sdp: string;
       /** For each m-line the server sends on: which participant and track it carries. */
-      tracks: Record<string, { participantSid: string; identity: string; trackSid: string; kind: 'audio' | 'video' }>;
+      tracks: Record<string, OfferedTrack>;
     }
   | { type: 'candidate'; target: Target; candidate: IceCandidateInit | null }
   | { type: 'ack'; id?: string | number }
@@ -104,14 +101,6 @@ export type ServerMessage =
   | { type: 'track_unpublished'; participantSid: string; identity: string; trackSid: string }
   | { type: 'track_muted'; participantSid: string; identity: string; trackSid: string; muted: boolean }
   | { type: 'recording_status'; active: boolean }
-  | { type: 'left'; reason: LeaveReason }
+  /** `id`: the `leave` it answers, when the client left. */
+  | { type: 'left'; id?: string | number; reason: LeaveReason }
   | { type: 'error'; id?: string | number; code: string; message: string };
-
-export type LeaveReason =
-  | 'client_left'
-  | 'connection_failed'
-  | 'signaling_lost'
-  | 'replaced'
-  | 'room_closed'
-  | 'server_shutdown'
-  | 'media_worker_failed';

@@ -4,13 +4,23 @@ import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
 import { iceServersFor } from '../auth/ice-servers.ts';
-import type { Participant } from '../sfu/participant.ts';
 import type { RecordingManager } from '../recording/recording-manager.ts';
+import type { Participant } from '../sfu/participant.ts';
 import type { Sfu } from '../sfu/sfu.ts';
+import type { LeaveReason, ParticipantCapabilities, ParticipantSignal, SignalSink } from '../sfu/signals.ts';
 import { ClientConnection } from './client-connection.ts';
-import { type ClientMessage, type LeaveReason, PROTOCOL_VERSION, type ServerMessage } from './messages.ts';
+import { type ClientMessage, PROTOCOL_VERSION } from './messages.ts';
 import { verifyJoin } from './join-token.ts';
 import { parseClientMessage, type RequestId } from './parse-message.ts';
+import { serverMessageFor } from './server-message.ts';
+
+/** A WebSocket participant: two connections renegotiated over the socket, resumable after a drop. */
+export const WEBSOCKET_PARTICIPANT: ParticipantCapabilities = {
+  renegotiates: true,
+  hidden: false,
+  receives: { from: 'all' },
+  resumable: true,
+};
 
 export interface SessionDeps {
   sfu: Sfu;
@@ -22,22 +32,29 @@ export interface SessionDeps {
 
 /**
  * One WebSocket connection: validates each message, runs them in arrival order (an offer
- * is applied before the candidates that follow it), and relays the participant's
- * messages back. States: awaiting join → joined → closed.
+ * is applied before the candidates that follow it), and is the participant's signal sink,
+ * translating what the media core says into protocol messages. States: awaiting join →
+ * joined → closed.
  */
-export class SignalingSession extends ClientConnection {
+export class SignalingSession extends ClientConnection implements SignalSink {
   private readonly sfu: Sfu;
   private readonly tokens: TokenService;
   private readonly config: Config;
   private readonly recordings: RecordingManager;
   private participant: Participant | undefined;
   private roomName: string | undefined;
-  private readonly onSignal = (msg: ServerMessage) => this.send(msg);
   /** Whatever ends the participant, its client hears why before the socket closes. */
   private readonly onParticipantClosed = (reason: LeaveReason) => {
-    this.send({ type: 'left', reason });
+    this.flushHeld();
+    this.send({ type: 'left', id: this.leaveId, reason });
     this.ws.close(1000, 'left');
   };
+  /**
+   * Signals held while a publisher offer is answered: the answer goes first, then the
+   * candidates of the connection it describes and the publisher's own track_published.
+   */
+  private held: ParticipantSignal[] | undefined;
+  private leaveId: RequestId;
   private queue: Promise<void> = Promise.resolve();
   private closed = false;
   private leaving = false;
@@ -67,8 +84,14 @@ export class SignalingSession extends ClientConnection {
     if (p === undefined || p.closed) throw new AppError('NOT_JOINED', 'send "join" first');
     switch (msg.type) {
       case 'offer': {
-        const sdp = await p.handlePublisherOffer(msg.sdp);
-        return this.send({ type: 'answer', id: msg.id, target: 'publisher', sdp });
+        this.held ??= [];
+        try {
+          const sdp = await p.handlePublisherOffer(msg.sdp);
+          this.send({ type: 'answer', id: msg.id, target: 'publisher', sdp });
+        } finally {
+          this.flushHeld();
+        }
+        return;
       }
       case 'answer':
         await p.handleSubscriberAnswer(msg.sdp);
@@ -90,9 +113,21 @@ export class SignalingSession extends ClientConnection {
       }
       case 'leave':
         this.leaving = true;
+        this.leaveId = msg.id;
         p.close('client_left');
         return;
     }
+  }
+
+  deliver(signal: ParticipantSignal): void {
+    if (this.held !== undefined) this.held.push(signal);
+    else this.send(serverMessageFor(signal));
+  }
+
+  private flushHeld(): void {
+    const held = this.held;
+    this.held = undefined;
+    for (const signal of held ?? []) this.send(serverMessageFor(signal));
   }
 
   private ack(id: RequestId): void {
@@ -106,7 +141,7 @@ export class SignalingSession extends ClientConnection {
     const existing = this.sfu.findRoom(token.room)?.byIdentity(token.identity);
     let participant: Participant;
     let resumed = false;
-    if (existing !== undefined && existing.kind === 'ws' && existing.awaitingReconnect) {
+    if (existing !== undefined && existing.capabilities.resumable && existing.awaitingReconnect) {
       participant = existing;
       participant.signalingResumed();
       resumed = true;
@@ -115,7 +150,8 @@ export class SignalingSession extends ClientConnection {
         identity: token.identity,
         name: msg.name ?? token.name ?? token.identity,
         grants: token.grants,
-        kind: 'ws',
+        capabilities: WEBSOCKET_PARTICIPANT,
+        joinedVia: 'ws',
         e2ee: token.e2ee,
       }).participant;
     }
@@ -134,7 +170,7 @@ export class SignalingSession extends ClientConnection {
       iceServers: iceServersFor(this.config.ice, token.identity),
       codecs: this.config.rtc.codecs,
     });
-    participant.on('signal', this.onSignal);
+    participant.attachSink(this);
     participant.once('closed', this.onParticipantClosed);
     if (resumed) participant.resendPendingOffer();
   }
@@ -144,7 +180,7 @@ export class SignalingSession extends ClientConnection {
     this.closed = true;
     const p = this.participant;
     if (p === undefined) return;
-    p.off('signal', this.onSignal);
+    p.detachSink(this);
     p.off('closed', this.onParticipantClosed);
     if (!p.closed && !this.leaving) p.signalingLost();
   }

@@ -6,11 +6,12 @@ import { requireGrant, requireRoom, type AccessToken, type Grant, type TokenServ
 import { AppError } from '../../common/errors.ts';
 import { clip, Name, Sdp, SdpSize } from '../../common/limits.ts';
 import type { Config } from '../../config.ts';
-import type { Participant, ParticipantKind } from '../../sfu/participant.ts';
+import type { Participant } from '../../sfu/participant.ts';
 import type { PublishedTrack } from '../../sfu/published-track.ts';
 import type { Room } from '../../sfu/room.ts';
 import { assertPlausibleSdp, CANDIDATE_LINE, firstUfrag, receives, sends, type MediaSection } from '../../sfu/sdp.ts';
 import type { Sfu } from '../../sfu/sfu.ts';
+import type { ParticipantCapabilities } from '../../sfu/signals.ts';
 import { IceCandidateInit } from '../../signaling/messages.ts';
 import { authenticate } from '../auth.ts';
 import { mediaTypeOf, parse } from '../validate.ts';
@@ -81,6 +82,14 @@ const CORS_ALLOW_HEADERS = 'Authorization, Content-Type, If-Match';
 const CORS_MAX_AGE = '86400';
 
 type ResourceKind = 'whip' | 'whep';
+
+/** One connection negotiated once by the client's offer; nothing new reaches it later. */
+const HTTP_PARTICIPANT: ParticipantCapabilities = { renegotiates: false, hidden: false, receives: { from: 'all' }, resumable: false };
+const WHIP_PARTICIPANT: ParticipantCapabilities = { renegotiates: false, hidden: false, receives: { from: 'none' }, resumable: false };
+/** A WHEP player: hidden, it receives one participant's tracks and ends when that participant leaves. */
+function whepPlayer(identity: string): ParticipantCapabilities {
+  return { renegotiates: false, hidden: true, receives: { from: 'participant', identity }, resumable: false };
+}
 
 /** A live WHIP or WHEP session, by participant sid. */
 interface Resource {
@@ -183,18 +192,23 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
    */
   async function joinAndAnswer(
     room: string,
-    opts: { identity: string; name: string; token: AccessToken; grants: AccessToken['grants']; kind: ParticipantKind; owner?: string },
+    opts: { identity: string; name: string; token: AccessToken; grants: AccessToken['grants']; capabilities: ParticipantCapabilities; joinedVia: string; owner?: string },
     sdp: string,
-    subscribeTo: (p: Participant, room: Room) => readonly PublishedTrack[],
   ): Promise<{ participant: Participant; answer: string }> {
-    // No await between this check and the join: two requests cannot both pass it.
-    if (sfu.findRoom(room)?.byIdentity(opts.identity) !== undefined) {
-      throw new AppError('CONFLICT', `"${opts.identity}" is already in room "${room}"; leave first (DELETE the session or POST /video/leave)`);
-    }
-    const joined = sfu.join(room, { identity: opts.identity, name: opts.name, grants: opts.grants, kind: opts.kind, e2ee: opts.token.e2ee, owner: opts.owner });
+    // An HTTP session cannot be told it was replaced: a second one for the same identity is refused.
+    const joined = sfu.join(room, {
+      identity: opts.identity,
+      name: opts.name,
+      grants: opts.grants,
+      capabilities: opts.capabilities,
+      joinedVia: opts.joinedVia,
+      e2ee: opts.token.e2ee,
+      owner: opts.owner,
+      ifPresent: 'refuse',
+    });
     const participant = joined.participant;
     try {
-      const answer = await participant.handleCombinedOffer(sdp, subscribeTo(participant, joined.room));
+      const answer = await participant.handleCombinedOffer(sdp, joined.room.tracksFor(participant));
       return { participant, answer };
     } catch (err) {
       participant.close('connection_failed');
@@ -270,9 +284,8 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
       requireSelf(token, body.peer_id);
       const { participant, answer } = await joinAndAnswer(
         body.room_id,
-        { identity: body.peer_id, name: token.name ?? body.peer_id, token, grants: token.grants, kind: 'http' },
+        { identity: body.peer_id, name: token.name ?? body.peer_id, token, grants: token.grants, capabilities: HTTP_PARTICIPANT, joinedVia: 'http' },
         sdp,
-        (p, room) => room.tracks(p.sid),
       );
       return { sdp: { type: 'answer', sdp: answer }, peer_id: participant.identity, participant_sid: participant.sid };
     });
@@ -280,7 +293,7 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
     /** The seed API's participant `peerId` in `roomId` (only HTTP sessions are reachable here). */
     const httpPeer = (roomId: string, peerId: string): Participant => {
       const p = sfu.getRoom(roomId).byIdentity(peerId);
-      if (p === undefined || p.kind !== 'http' || p.closed) throw new AppError('PEER_NOT_FOUND', `no HTTP session for peer "${peerId}" in room "${roomId}"`);
+      if (p === undefined || p.joinedVia !== 'http' || p.closed) throw new AppError('PEER_NOT_FOUND', `no HTTP session for peer "${peerId}" in room "${roomId}"`);
       return p;
     };
 
@@ -334,9 +347,8 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
       if (!sections.some((s) => sends(s.direction))) throw new AppError('INVALID_SDP', 'a WHIP offer must send at least one audio or video track');
       const { participant, answer } = await joinAndAnswer(
         room,
-        { identity: token.identity, name: token.name ?? token.identity, token, grants: token.grants, kind: 'whip' },
+        { identity: token.identity, name: token.name ?? token.identity, token, grants: token.grants, capabilities: WHIP_PARTICIPANT, joinedVia: 'whip' },
         offer,
-        () => [],
       );
       const r: Resource = { kind: 'whip', room, participant, owner: token.identity, ufrag: firstUfrag(offer), etag: `"${participant.sid}"` };
       addResource(r);
@@ -374,20 +386,17 @@ export function mediaRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: Toke
           name: token.name ?? token.identity,
           token,
           grants: new Set<Grant>(['subscribe']),
-          kind: 'whep',
+          capabilities: whepPlayer(identity),
+          joinedVia: 'whep',
           owner: token.identity,
         },
         offer,
-        () => [...target.published.values()],
       );
-      // Nothing new can reach this session (no renegotiation): it ends with the participant it plays.
+      // The room ends a player with the participant it plays; that one may have left while we negotiated.
       if (target.closed) {
         participant.close('client_left');
         throw new AppError('PEER_NOT_FOUND', `"${identity}" left room "${roomName}"`);
       }
-      const endWithTarget = () => participant.close('client_left');
-      target.once('closed', endWithTarget);
-      participant.once('closed', () => target.off('closed', endWithTarget));
       const r: Resource = { kind: 'whep', room: roomName, participant, owner: token.identity, target: identity, ufrag: firstUfrag(offer), etag: `"${participant.sid}"` };
       addResource(r);
       return sendCreated(reply, r, `/whep/${encodeURIComponent(roomName)}/${encodeURIComponent(identity)}/${participant.sid}`, answer, token.identity);

@@ -34,7 +34,7 @@ export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenS
       name: room.name,
       sid: room.sid,
       createdAt: new Date(room.createdAt).toISOString(),
-      participants: room.all().map((p) => ({ ...p.info(), kind: p.kind, joinedAt: new Date(p.joinedAt).toISOString() })),
+      participants: room.all().map((p) => ({ ...p.info(), kind: p.joinedVia, joinedAt: new Date(p.joinedAt).toISOString() })),
     };
   });
 }
