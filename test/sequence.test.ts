@@ -50,3 +50,13 @@ test('numbering wraps cleanly', () => {
   assert.equal(r.map(0, false), 65535);
   assert.equal(r.map(1, false), 0);
 });
+
+test('an unwrapper reset to a value unwraps on from it', () => {
+  const u = new SeqUnwrapper();
+  assert.equal(u.last, -1);
+  u.reset(3 * 65536 + 65535);
+  assert.equal(u.unwrap(0), 4 * 65536, 'the next rollover');
+  assert.equal(u.last, 4 * 65536);
+  u.reset();
+  assert.equal(u.unwrap(9), 9, 'from scratch');
+});

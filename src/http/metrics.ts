@@ -41,6 +41,7 @@ export function createMetrics(sfu: Sfu): Registry {
   counter('scv_firs_received_total', 'FIR feedback received from subscribers', 'firsReceived');
   counter('scv_keyframe_requests_sent_total', 'Keyframe requests (PLI) sent to publishers', 'keyframeRequestsSent');
   counter('scv_twcc_feedback_sent_total', 'Transport-wide congestion control feedback packets sent', 'twccFeedbackSent');
+  counter('scv_werift_adapter_failures_total', "Transports closed because werift's internal fields were not what the adapter expects (docs/werift.md)", 'weriftAdapterFailures');
   new Counter({
     name: 'scv_media_packets_dropped_total',
     help: 'Inbound media-port datagrams dropped before DTLS/SRTP (unauthenticated STUN, unvalidated source, plaintext DTLS after the handshake, handshake buffer full, malformed)',

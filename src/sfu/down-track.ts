@@ -1,10 +1,13 @@
 import { ntpTime, type RTCDtlsTransport, type RTCRtpSender, type RTCRtpTransceiver } from 'werift';
-import type { MediaStats } from './media-stats.ts';
+import type { Logger } from '../common/logger.ts';
+import { TypedEmitter } from '../common/typed-emitter.ts';
+import { DROP_WANT_KEYFRAME, FORWARD, Forwarder, type ForwarderContinuation, type ForwarderPacket } from './forwarder.ts';
 import { KeyframeRequestGate } from './keyframe-request-gate.ts';
+import type { MediaStats } from './media-stats.ts';
 import type { OverloadGuard } from './overload-guard.ts';
 import type { PublishedTrack } from './published-track.ts';
 import { RtpSendPath } from './rtp-send-path.ts';
-import { SeqUnwrapper } from './sequence.ts';
+import { checkDtls, checkSender, failTransport, fallbackLogger, isFir, weriftSender, type WeriftSender } from './werift-adapter.ts';
 
 const SEQ_MOD = 0x10000;
 /** Packets kept per DownTrack to answer NACKs (werift's sender keeps as many). */
@@ -20,35 +23,24 @@ const URI_ABS_SEND_TIME = 'http://www.webrtc.org/experiments/rtp-hdrext/abs-send
 const URI_TRANSPORT_CC = 'http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01';
 
 /** One packet of a published track as PublishedTrack hands it to every DownTrack. */
-export interface ForwardedPacket {
+export interface ForwardedPacket extends ForwarderPacket {
   payload: Buffer;
   marker: boolean;
-  ssrc: number;
-  /** After padding removal. */
-  sequenceNumber: number;
-  timestamp: number;
-  keyframe: boolean;
   /** RFC abs-send-time (6.18 fixed-point seconds, 24 bits), taken once per incoming packet. */
   absSendTime: number;
 }
 
-/** werift sender state this path reads or keeps up to date (private in werift's typings). */
-interface SenderInternals {
-  ssrc: number;
-  stopped: boolean;
-  codec: { payloadType: number } | undefined;
-  mid: string | undefined;
-  headerExtensions: { id: number; uri: string }[];
-  dtlsTransport: { transportSequenceNumber: number } | undefined;
-  ntpTimestamp: bigint;
-  rtpTimestamp: number;
-  octetCount: number;
-  packetCount: number;
-  headerBytesSent: number;
-  retransmittedPacketsSent: number;
-  retransmittedBytesSent: number;
-  runRtcp(): Promise<void>;
+interface DownTrackEvents extends Record<string, unknown[]> {
+  /** Once, from close(), whoever called it. */
+  closed: [];
 }
+
+/**
+ * Where each sender's outgoing numbering stood when its last DownTrack closed: a new
+ * DownTrack on a reused transceiver (same sender, same SSRC) continues it, so the
+ * subscriber sees no jump and the SRTP rollover counter of that SSRC stays right.
+ */
+const continuations = new WeakMap<RTCRtpSender, ForwarderContinuation>();
 
 /** The header-extension block for a subscriber's negotiated ids, built once per negotiation. */
 interface ExtensionLayout {
@@ -63,41 +55,33 @@ interface ExtensionLayout {
 }
 
 /**
- * One published track as one subscriber receives it. It rewrites what the subscriber must
- * see as one continuous stream (SSRC and payload type of the subscriber's sender, sequence
- * numbers and timestamps, so a publisher SSRC change or a late start stays gap-free), holds
- * video back until a keyframe so the subscriber's decoder starts clean, and sends each
- * packet itself: header written straight into one buffer with the subscriber's extension
- * ids, SRTP with werift's negotiated keys, UDP on werift's ICE transport (RtpSendPath).
- * werift's sender still negotiates, receives the subscriber's RTCP and sends sender
- * reports from the counters kept here; NACKs are answered from this DownTrack's history.
+ * One published track as one subscriber receives it. Its Forwarder decides, per packet,
+ * whether and under which numbers the subscriber gets it (start on a keyframe, one
+ * continuous stream across source changes, see forwarder.ts); the DownTrack executes: it
+ * writes the header straight into one buffer with the subscriber's SSRC, payload type and
+ * extension ids, protects it with werift's negotiated SRTP keys and sends it on werift's ICE
+ * socket (RtpSendPath). werift's sender still negotiates, receives the subscriber's RTCP and
+ * sends sender reports from the counters kept here; NACKs are answered from this
+ * DownTrack's history. Its owner is its PublishedTrack (which closes it); the subscribing
+ * participant may close it too.
  */
-export class DownTrack {
+export class DownTrack extends TypedEmitter<DownTrackEvents> {
   readonly track: PublishedTrack;
   readonly transceiver: RTCRtpTransceiver;
   readonly subscriberSid: string;
   private readonly stats: MediaStats;
-  private readonly sender: SenderInternals;
+  private readonly log: Logger;
+  private readonly sender: WeriftSender;
   private readonly guard: OverloadGuard;
+  private readonly video: boolean;
+  private readonly forwarder: Forwarder;
   private readonly keyframeGate = new KeyframeRequestGate();
   /** Fixed position in the shedding order (see OverloadGuard). */
   private readonly shedRank = Math.random();
+  private readonly subscriptions: { unSubscribe: () => void }[];
   private closed = false;
-  private needKeyframe: boolean;
-  private shedding = false;
-  private sourceSsrc: number | undefined;
-  private seqOffset = 0;
-  private tsOffset = 0;
-  private unwrapper = new SeqUnwrapper();
-  private startExt = 0;
-  private lastOutSeq = Math.floor(Math.random() * SEQ_MOD);
-  private lastOutTs = Math.floor(Math.random() * 0x100000000);
-  private started = false;
-  /** True once anything was sent: a later rebase then leaves one frame's worth of timestamp gap. */
-  private sentAny = false;
-  /** Outgoing sequence numbers, unwrapped: the SRTP rollover counter is its upper bits. */
-  private readonly outIndex = new SeqUnwrapper();
   private extensions: ExtensionLayout | undefined;
+  /** The send path of `pathFor`, undefined until that transport connected and passed the adapter's checks. */
   private path: RtpSendPath | undefined;
   private pathFor: RTCDtlsTransport | undefined;
   private rtcpStarted = false;
@@ -108,82 +92,57 @@ export class DownTrack {
   /** performance.now() of each held packet's last retransmission (0: never). */
   private readonly historyResentAt = new Float64Array(HISTORY);
 
-  constructor(track: PublishedTrack, transceiver: RTCRtpTransceiver, subscriberSid: string, stats: MediaStats, guard: OverloadGuard) {
+  constructor(track: PublishedTrack, transceiver: RTCRtpTransceiver, subscriberSid: string, stats: MediaStats, guard: OverloadGuard, log?: Logger) {
+    super();
     this.track = track;
     this.transceiver = transceiver;
     this.subscriberSid = subscriberSid;
     this.stats = stats;
     this.guard = guard;
-    this.sender = transceiver.sender as unknown as SenderInternals;
-    this.needKeyframe = track.kind === 'video';
-    transceiver.sender.onPictureLossIndication.subscribe(() => {
-      this.stats.plisReceived++;
-      this.requestKeyframe();
-    });
-    transceiver.sender.onGenericNack.subscribe((nack) => {
-      this.stats.nacksReceived++;
-      const now = performance.now();
-      for (const seq of nack.lost) this.retransmit(seq, now);
-    });
-    transceiver.sender.onRtcp.subscribe((packet) => {
-      // werift surfaces FIR only as a raw payload-specific feedback packet (PT 206, FMT 4).
-      if (packet.type === 206 && (packet as { feedback?: { count?: number } }).feedback?.count === 4) {
+    this.log = log ?? fallbackLogger().child({ participant: subscriberSid });
+    this.sender = weriftSender(transceiver.sender);
+    this.video = track.kind === 'video';
+    this.forwarder = new Forwarder(track.kind, continuations.get(transceiver.sender));
+    const sender = transceiver.sender;
+    this.subscriptions = [
+      sender.onPictureLossIndication.subscribe(() => {
+        this.stats.plisReceived++;
+        this.requestKeyframe();
+      }),
+      sender.onGenericNack.subscribe((nack) => {
+        this.stats.nacksReceived++;
+        const now = performance.now();
+        for (const seq of nack.lost) this.retransmit(seq, now);
+      }),
+      sender.onRtcp.subscribe((packet) => {
+        if (!isFir(packet)) return;
         this.stats.firsReceived++;
         this.requestKeyframe();
-      }
-    });
+      }),
+    ];
   }
 
-  get ready(): boolean {
-    const sender = this.sender;
-    return !this.closed && !sender.stopped && sender.codec !== undefined && this.transceiver.sender.dtlsTransport?.state === 'connected';
-  }
-
-  /** Forward one packet. */
+  /** Forward one packet, as the Forwarder decides. */
   write(p: ForwardedPacket): void {
-    if (!this.ready) {
+    if (!this.ready()) {
       this.stats.packetsDropped++;
-      if (this.track.kind === 'video') this.needKeyframe = true;
+      this.forwarder.interrupt();
       return;
     }
-    if (this.track.kind === 'video' && this.guard.sheds(this.shedRank)) {
+    if (this.video && this.guard.sheds(this.shedRank)) {
       // Shed under overload: counted, and resumed later at a keyframe like a fresh start.
-      this.shedding = true;
-      this.needKeyframe = true;
+      this.forwarder.interrupt();
       this.stats.packetsDropped++;
       this.stats.packetsShed++;
       return;
     }
-    if (this.shedding) {
-      this.shedding = false;
-      this.track.requestKeyframe();
-    }
-    const inSeq = p.sequenceNumber;
-    const inTs = p.timestamp;
-    if (p.ssrc !== this.sourceSsrc) {
-      this.sourceSsrc = p.ssrc;
-      this.started = false;
-      if (this.track.kind === 'video') this.needKeyframe = true;
-    }
-    if (!this.started || this.needKeyframe) {
-      if (this.needKeyframe && !p.keyframe) {
-        this.stats.packetsDropped++;
-        this.track.requestKeyframe();
-        return;
-      }
-      this.rebase(inSeq, inTs);
-    } else if (this.unwrapper.unwrap(inSeq) < this.startExt) {
-      // Older than where this subscriber started: the subscriber never saw its frame.
+    const verdict = this.forwarder.push(p);
+    if (verdict !== FORWARD) {
       this.stats.packetsDropped++;
+      if (verdict === DROP_WANT_KEYFRAME) this.track.requestKeyframe();
       return;
     }
-    const outSeq = (inSeq + this.seqOffset) & 0xffff;
-    const outTs = (inTs + this.tsOffset) >>> 0;
-    if (((outSeq - this.lastOutSeq + SEQ_MOD) & 0xffff) < 0x8000) {
-      this.lastOutSeq = outSeq;
-      this.lastOutTs = outTs;
-    }
-    if (this.send(p, outSeq, outTs)) {
+    if (this.send(p)) {
       this.stats.packetsForwarded++;
       this.stats.bytesForwarded += p.payload.length;
     } else {
@@ -191,21 +150,37 @@ export class DownTrack {
     }
   }
 
-  /** The subscriber transport's send path, looked up once per transport rather than per packet. */
-  private sendPath(): RtpSendPath {
+  /** Whether a packet can go out now; on a transport's first connected moment, checks werift's fields once. */
+  private ready(): boolean {
+    if (this.closed) return false;
     const dtls = this.transceiver.sender.dtlsTransport;
-    if (this.path === undefined || this.pathFor !== dtls) {
-      this.path = RtpSendPath.for(dtls);
-      this.pathFor = dtls;
-    }
-    return this.path;
+    if (dtls?.state !== 'connected') return false;
+    if (dtls !== this.pathFor) this.attach(dtls);
+    const sender = this.sender;
+    return this.path !== undefined && !sender.stopped && sender.codec !== undefined;
   }
 
-  private send(p: ForwardedPacket, outSeq: number, outTs: number): boolean {
+  /** The send path of a newly connected transport, if werift's fields are what the adapter expects; else the transport is closed. */
+  private attach(dtls: RTCDtlsTransport): void {
+    this.pathFor = dtls;
+    this.path = undefined;
+    const problems = [...checkSender(this.transceiver.sender), ...checkDtls(dtls)];
+    if (problems.length > 0) {
+      failTransport(dtls, `the send path of ${this.track.sid}`, problems, this.log, this.stats);
+      return;
+    }
+    this.path = RtpSendPath.for(dtls);
+  }
+
+  private send(p: ForwardedPacket): boolean {
     const sender = this.sender;
-    const path = this.sendPath();
+    const path = this.path!;
     const srtp = path.srtp();
     if (srtp === undefined) return false;
+    const f = this.forwarder;
+    const outSeq = f.sequenceNumber;
+    const outTs = f.timestamp;
+    const index = f.index;
     const ext = this.extensionLayout();
     const header = Buffer.allocUnsafe(12 + ext.bytes.length);
     header[0] = ext.bytes.length > 0 ? 0x90 : 0x80; // version 2, X when extensions follow
@@ -222,7 +197,6 @@ export class DownTrack {
         header.writeUInt16BE(twccSeq, ext.transportCcAt);
       }
     }
-    const index = this.outIndex.unwrap(outSeq);
     const pieces = srtp.protect(header, p.payload, Math.floor(index / SEQ_MOD));
     if (!path.send(pieces, header.length + p.payload.length + srtp.tagLength)) return false;
     const slot = outSeq % HISTORY;
@@ -263,9 +237,9 @@ export class DownTrack {
     const resentAt = this.historyResentAt[slot]!;
     if (resentAt !== 0 && now - resentAt < RETRANSMIT_REPEAT_MS) return;
     this.historyResentAt[slot] = now;
-    const path = this.sendPath();
-    const srtp = path.srtp();
-    if (srtp === undefined) return;
+    const path = this.path;
+    const srtp = path?.srtp();
+    if (path === undefined || srtp === undefined) return;
     if (path.send(srtp.protect(header, payload, Math.floor(index / SEQ_MOD)), header.length + payload.length + srtp.tagLength)) {
       this.sender.retransmittedPacketsSent++;
       this.sender.retransmittedBytesSent += payload.length;
@@ -312,21 +286,20 @@ export class DownTrack {
     return this.extensions;
   }
 
-  /** Continue this subscriber's numbering from the last packet it got, whatever the source does. */
-  private rebase(inSeq: number, inTs: number): void {
-    const tsStep = this.sentAny ? (this.track.kind === 'video' ? 3000 : 960) : 0;
-    this.seqOffset = (this.lastOutSeq + 1 - inSeq + SEQ_MOD * 2) & 0xffff;
-    this.tsOffset = (this.lastOutTs + tsStep - inTs) >>> 0;
-    this.unwrapper = new SeqUnwrapper();
-    this.startExt = this.unwrapper.unwrap(inSeq);
-    this.started = true;
-    this.sentAny = true;
-    this.needKeyframe = false;
-  }
-
+  /**
+   * Idempotent. Stops passing the subscriber's feedback upstream (its PLIs, FIRs and NACKs
+   * no longer reach the publisher), keeps where its numbering stood for the next DownTrack
+   * on this sender, frees the history, and tells the listeners (its PublishedTrack drops it).
+   */
   close(): void {
+    if (this.closed) return;
     this.closed = true;
+    for (const s of this.subscriptions) s.unSubscribe();
+    const continuation = this.forwarder.continuation();
+    if (continuation !== undefined) continuations.set(this.transceiver.sender, continuation);
     this.historyHeader.fill(undefined);
     this.historyPayload.fill(undefined);
+    this.emit('closed');
+    this.removeAllListeners();
   }
 }

@@ -30,6 +30,8 @@ export class MediaStats {
   firsReceived = 0;
   keyframeRequestsSent = 0;
   twccFeedbackSent = 0;
+  /** Transports closed because werift's internals were not what src/sfu/werift-adapter.ts expects. */
+  weriftAdapterFailures = 0;
   /** Inbound datagrams the media plane dropped before DTLS/SRTP, by reason. */
   readonly mediaPacketsDropped = Object.fromEntries(PACKET_DROP_REASONS.map((r) => [r, 0])) as Record<PacketDropReason, number>;
 }

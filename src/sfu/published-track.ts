@@ -1,11 +1,13 @@
 import { randomBytes } from 'node:crypto';
 import { type MediaStreamTrack, type RtpPacket, type RTCRtpCodecParameters, type RTCRtpTransceiver } from 'werift';
+import type { Logger } from '../common/logger.ts';
 import type { DownTrack, ForwardedPacket } from './down-track.ts';
 import { isKeyframe } from './keyframe.ts';
 import { codecNameOf } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
 import { PaddingRemover } from './sequence.ts';
 import type { MediaKind, TrackDescription, TrackSource } from './signals.ts';
+import { checkReceiver, failTransport, fallbackLogger } from './werift-adapter.ts';
 
 /** At most one keyframe request upstream per this many ms, however many subscribers ask. */
 export const KEYFRAME_REQUEST_INTERVAL_MS = 500;
@@ -15,7 +17,10 @@ export type RtpSink = (rtp: RtpPacket, keyframe: boolean) => void;
 
 /**
  * A track a participant publishes: reads its RTP once and hands every packet to each
- * subscriber's DownTrack. It also owns the upstream keyframe request throttle.
+ * subscriber's DownTrack, which it owns (closes them when it closes). It also owns the
+ * upstream keyframe request throttle. Padding-only packets are closed up here, once per
+ * incoming stream, not per subscriber: every subscriber sees the same numbering of a source
+ * (its Forwarder only offsets it), so one PaddingRemover serves them all.
  */
 export class PublishedTrack {
   readonly sid = `TR_${randomBytes(6).toString('hex')}`;
@@ -38,11 +43,15 @@ export class PublishedTrack {
   private padding = new PaddingRemover();
   private lastKeyframeRequest = 0;
   private closed = false;
+  /** werift's receiver fields are checked at the first packet (werift-adapter.ts). */
+  private checked = false;
+  private readonly log: Logger;
   /** Handed to every DownTrack in turn, refilled per packet: nothing is allocated per subscriber. */
   private readonly forwarded: ForwardedPacket = {
     payload: Buffer.alloc(0),
     marker: false,
     ssrc: 0,
+    layer: 0,
     sequenceNumber: 0,
     timestamp: 0,
     keyframe: false,
@@ -57,6 +66,7 @@ export class PublishedTrack {
     source?: TrackSource;
     name?: string;
     stats: MediaStats;
+    log?: Logger;
   }) {
     this.ownerSid = opts.ownerSid;
     this.transceiver = opts.transceiver;
@@ -67,6 +77,7 @@ export class PublishedTrack {
     this.source = opts.source ?? (this.kind === 'audio' ? 'microphone' : 'camera');
     this.name = opts.name ?? '';
     this.stats = opts.stats;
+    this.log = opts.log ?? fallbackLogger().child({ participant: opts.ownerSid });
     const sub = opts.track.onReceiveRtp.subscribe((rtp) => this.onRtp(rtp));
     // werift's receiver sends the NACKs upstream; we only count them.
     const lost = opts.transceiver.receiver.onPacketLost.subscribe(() => {
@@ -86,14 +97,29 @@ export class PublishedTrack {
     return this.downTracks.size;
   }
 
+  /** The track owns `dt` from now on: closes it with itself; a DownTrack closed by anyone leaves the track. */
   addDownTrack(dt: DownTrack): void {
+    if (this.closed) {
+      dt.close();
+      return;
+    }
+    this.downTracks.get(dt.subscriberSid)?.close();
     this.downTracks.set(dt.subscriberSid, dt);
     this.downTrackList = [...this.downTracks.values()];
+    dt.once('closed', () => this.detach(dt));
     if (this.kind === 'video') this.requestKeyframe();
   }
 
+  /** Stops forwarding to this subscriber; closing its DownTrack does the same. */
   removeDownTrack(subscriberSid: string): void {
-    if (this.downTracks.delete(subscriberSid)) this.downTrackList = [...this.downTracks.values()];
+    const dt = this.downTracks.get(subscriberSid);
+    if (dt !== undefined) this.detach(dt);
+  }
+
+  private detach(dt: DownTrack): void {
+    if (this.downTracks.get(dt.subscriberSid) !== dt) return;
+    this.downTracks.delete(dt.subscriberSid);
+    this.downTrackList = [...this.downTracks.values()];
   }
 
   addSink(sink: RtpSink): void {
@@ -110,6 +136,7 @@ export class PublishedTrack {
     const { header, payload } = rtp;
     this.stats.packetsReceived++;
     this.stats.bytesReceived += payload.length;
+    if (!this.checked) this.checkWerift();
     if (header.ssrc !== this.lastSsrc) {
       this.lastSsrc = header.ssrc;
       this.padding = new PaddingRemover();
@@ -135,6 +162,13 @@ export class PublishedTrack {
     for (let i = 0; i < list.length; i++) list[i]!.write(p);
   }
 
+  /** Once, at the first packet: a TWCC hook werift no longer calls closes the publisher's transport. */
+  private checkWerift(): void {
+    this.checked = true;
+    const problems = checkReceiver(this.transceiver.receiver);
+    if (problems.length > 0) failTransport(this.transceiver.receiver.dtlsTransport, `the receiver of ${this.sid}`, problems, this.log, this.stats);
+  }
+
   /** Throttled PLI to the publisher. */
   requestKeyframe(): void {
     if (this.closed || this.kind !== 'video' || this.lastSsrc === undefined) return;
@@ -145,13 +179,15 @@ export class PublishedTrack {
     this.transceiver.receiver.sendRtcpPLI(this.lastSsrc).catch(() => {});
   }
 
-  /** Stops reading; the subscribers' DownTracks are closed by their owners. */
+  /** Idempotent: stops reading and closes its DownTracks (their subscribers' feedback no longer goes upstream). */
   close(): void {
     if (this.closed) return;
     this.closed = true;
     this.unsubscribe();
-    this.downTracks.clear();
+    const downTracks = this.downTrackList;
     this.downTrackList = [];
     this.sinkList = [];
+    for (const dt of downTracks) dt.close();
+    this.downTracks.clear();
   }
 }

@@ -8,6 +8,7 @@ import type { MediaStats } from './media-stats.ts';
 import type { IceCandidate } from './signals.ts';
 import { announceCandidate, announceSdp, assertAnswerTo, assertPlausibleSdp, CANDIDATE_LINE, firstUfrag, type MediaSection } from './sdp.ts';
 import { TwccFeedback } from './twcc-feedback.ts';
+import { installTwcc } from './werift-adapter.ts';
 
 export type TransportRole = 'publisher' | 'subscriber' | 'combined';
 export type TransportState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
@@ -41,6 +42,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
   readonly role: TransportRole;
   readonly pc: RTCPeerConnection;
   private readonly announcedIp: string | undefined;
+  private readonly maxSections: number;
   private readonly log: Logger;
   private readonly twcc: TwccFeedback | undefined;
   private disconnectedTimer: NodeJS.Timeout | undefined;
@@ -57,6 +59,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     super();
     this.role = role;
     this.announcedIp = rtc.announcedIp;
+    this.maxSections = rtc.maxMediaSections;
     this.log = log;
     const exts = headerExtensions();
     this.pc = new RTCPeerConnection({
@@ -109,24 +112,9 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     return this._state;
   }
 
-  /**
-   * werift builds its own (malformed, see field notes) TWCC feedback in `setupTWCC`;
-   * the receiver exposes that hook and the `receiverTWCC` slot, so we put ours there.
-   */
+  /** Our TWCC feedback instead of werift's malformed one (docs/werift.md); checked at the track's first packet. */
   private installTwcc(t: RTCRtpTransceiver, twcc: TwccFeedback): void {
-    const receiver = t.receiver as unknown as {
-      setupTWCC: (ssrc: number) => void;
-      receiverTWCC: unknown;
-    };
-    receiver.setupTWCC = (ssrc: number) => {
-      twcc.setMediaSsrc(ssrc);
-      receiver.receiverTWCC = {
-        twccRunning: true,
-        handleTWCC: (seq: number | undefined) => {
-          if (seq !== undefined) twcc.handleTWCC(seq);
-        },
-      };
-    };
+    installTwcc(t.receiver, twcc);
   }
 
   /**
@@ -168,7 +156,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
 
   /** Applies a remote offer and returns our answer. */
   async answer(offerSdp: string): Promise<{ sdp: string; sections: MediaSection[] }> {
-    const sections = assertPlausibleSdp(offerSdp);
+    const sections = assertPlausibleSdp(offerSdp, this.maxSections);
     await this.setRemote({ type: 'offer', sdp: offerSdp });
     return { sdp: await this.createAndSetLocal('answer'), sections };
   }
@@ -178,7 +166,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
    * transceivers the offer created; `answer()` runs both halves when nothing is in between.
    */
   async applyOffer(offerSdp: string): Promise<MediaSection[]> {
-    const sections = assertPlausibleSdp(offerSdp);
+    const sections = assertPlausibleSdp(offerSdp, this.maxSections);
     await this.setRemote({ type: 'offer', sdp: offerSdp });
     return sections;
   }
@@ -192,12 +180,18 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
   }
 
   async applyAnswer(answerSdp: string): Promise<void> {
-    assertPlausibleSdp(answerSdp);
+    assertPlausibleSdp(answerSdp, this.maxSections);
     if (this.pc.signalingState !== 'have-local-offer') {
       throw new AppError('CONFLICT', 'no offer from the server is waiting for an answer');
     }
     assertAnswerTo(answerSdp, this.pc.localDescription?.sdp);
     await this.setRemote({ type: 'answer', sdp: answerSdp });
+  }
+
+  /** Withdraws our offer that was not answered (or whose answer failed): back to the last agreed description. */
+  async rollback(): Promise<void> {
+    if (this.closed || this.pc.signalingState !== 'have-local-offer') return;
+    await this.pc.setLocalDescription({ type: 'rollback' });
   }
 
   async addCandidate(candidate: IceCandidate | null): Promise<void> {

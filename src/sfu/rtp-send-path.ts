@@ -1,32 +1,6 @@
-import type { Socket } from 'node:dgram';
 import type { RTCDtlsTransport } from 'werift';
 import { SrtpEncryptor } from './srtp-encryptor.ts';
-
-/** The parts of werift's transports this path reads (none of them in werift's typings). */
-interface WeriftSrtpContext {
-  profile: number;
-  srtpSessionKey: Buffer;
-  srtpSessionSalt: Buffer;
-  srtpSessionAuthTag: Buffer;
-}
-interface WeriftCandidatePair {
-  protocol: { type: string; transport?: { type: string; closed?: boolean; socket?: Socket } };
-  remoteAddr: [string, number];
-  packetsSent: number;
-  bytesSent: number;
-}
-interface WeriftIceConnection {
-  nominated: WeriftCandidatePair | undefined;
-  canSendApplicationData(): boolean;
-  send(data: Buffer): Promise<void>;
-}
-interface WeriftDtlsInternals {
-  state: string;
-  srtp: { localContext: WeriftSrtpContext } | undefined;
-  iceTransport: { connection: WeriftIceConnection };
-  bytesSent: number;
-  packetsSent: number;
-}
+import { weriftDtls, type WeriftDtls, type WeriftSrtpContext } from './werift-adapter.ts';
 
 /** One per subscriber DTLS transport, shared by its DownTracks. */
 const paths = new WeakMap<RTCDtlsTransport, RtpSendPath>();
@@ -39,16 +13,17 @@ const paths = new WeakMap<RTCDtlsTransport, RtpSendPath>();
  * its header extensions, serializes through a bit writer, concatenates header, payload and
  * tag, and awaits three promises per packet; that was most of the per-packet cost.
  * A pair that is not plain UDP (TURN, ICE-TCP) gets one concatenated buffer through
- * werift's ICE `send`, which frames it for those transports.
+ * werift's ICE `send`, which frames it for those transports. The werift fields it uses are
+ * typed and checked in werift-adapter.ts (DownTrack checks them before its first send).
  */
 export class RtpSendPath {
-  private readonly dtls: WeriftDtlsInternals;
+  private readonly dtls: WeriftDtls;
   private encryptor: SrtpEncryptor | undefined;
   /** The werift context the encryptor was made from: a new one (re-keyed DTLS) means new keys. */
   private keysFrom: WeriftSrtpContext | undefined;
 
   private constructor(dtls: RTCDtlsTransport) {
-    this.dtls = dtls as unknown as WeriftDtlsInternals;
+    this.dtls = weriftDtls(dtls);
   }
 
   static for(dtls: RTCDtlsTransport): RtpSendPath {

@@ -4,6 +4,16 @@
 export class SeqUnwrapper {
   private highest = -1;
 
+  /** The highest unwrapped value so far, -1 before the first. */
+  get last(): number {
+    return this.highest;
+  }
+
+  /** Starts over: the next value unwraps from `highest` (-1: from scratch, as a new unwrapper). */
+  reset(highest = -1): void {
+    this.highest = highest;
+  }
+
   /** The unwrapped value of `seq`, relative to the highest seen (±32767). */
   unwrap(seq: number): number {
     if (this.highest < 0) {

@@ -1,0 +1,158 @@
+import { SeqUnwrapper } from './sequence.ts';
+
+const SEQ_MOD = 0x10000;
+/**
+ * Timestamp advance across a rebase (a new source, a layer switch, a resume), in RTP clock
+ * units: one frame at 30 fps on the 90 kHz video clock, one 20 ms Opus frame at 48 kHz.
+ * The subscriber's jitter buffer then sees the next frame, not a repeat of the last one.
+ */
+const REBASE_TS_STEP = { audio: 960, video: 3000 } as const;
+
+/** What the Forwarder reads of one incoming packet (PublishedTrack's ForwardedPacket has these). */
+export interface ForwarderPacket {
+  ssrc: number;
+  /** Source layer (simulcast encoding index); 0 for a track with one encoding. */
+  layer: number;
+  /** After padding removal (PublishedTrack closes padding-only packets up per incoming stream). */
+  sequenceNumber: number;
+  timestamp: number;
+  keyframe: boolean;
+}
+
+/**
+ * Where a subscriber's outgoing numbering stood when its forwarder ended, so that the next
+ * one on the same sender (a reused transceiver: same SSRC) continues it: the receiver sees
+ * no jump and the SRTP rollover counter stays right.
+ */
+export interface ForwarderContinuation {
+  sequenceNumber: number;
+  timestamp: number;
+  /** `sequenceNumber` unwrapped: the SRTP rollover counter is `Math.floor(index / 65536)`. */
+  index: number;
+}
+
+/** `push` verdicts. */
+export const FORWARD = 0;
+export const DROP = 1;
+/** Dropped because video must start or switch at a keyframe that has not come: ask the publisher for one. */
+export const DROP_WANT_KEYFRAME = 2;
+export type Verdict = typeof FORWARD | typeof DROP | typeof DROP_WANT_KEYFRAME;
+
+/**
+ * One subscriber's view of one published track: for each incoming packet, forward or drop,
+ * under which outgoing sequence number and timestamp, and whether a keyframe is needed.
+ * No sockets, no werift: DownTrack executes the verdicts.
+ *
+ * The subscriber sees one continuous stream whatever the source does: video starts on a
+ * keyframe; a new source SSRC, a switch to another layer, or a resume after an interruption
+ * is rebased so that numbering goes on from the last packet sent (sequence +1, timestamp +
+ * one frame); packets older than the start of the current source are dropped (their frame
+ * never reached the subscriber); loss and reordering pass through as they came.
+ *
+ * Layers: packets carry a layer; the forwarder forwards its current layer and switches to
+ * the target layer at that layer's next keyframe, forwarding the current one until then.
+ * Audio has one layer and never waits.
+ *
+ * Nothing is allocated per packet: `push` returns a number and leaves the outgoing numbers
+ * in `sequenceNumber`, `timestamp` and `index`.
+ */
+export class Forwarder {
+  readonly kind: 'audio' | 'video';
+  /** Outgoing sequence number, timestamp and unwrapped index of the packet last forwarded. */
+  sequenceNumber = 0;
+  timestamp = 0;
+  index = 0;
+  /** The layer being forwarded, -1 while none is (not started, interrupted). */
+  private current = -1;
+  private target = 0;
+  private sourceSsrc = -1;
+  private seqOffset = 0;
+  private tsOffset = 0;
+  /** Incoming sequence numbers of the current source, unwrapped, and where it started. */
+  private readonly inIndex = new SeqUnwrapper();
+  private startIndex = 0;
+  /** Newest outgoing sequence number and timestamp: the next rebase continues from them. */
+  private lastSeq: number;
+  private lastTs: number;
+  /** Outgoing sequence numbers, unwrapped (the SRTP index). */
+  private readonly outIndex = new SeqUnwrapper();
+  /** True once anything was forwarded under this numbering: a rebase then steps the timestamp. */
+  private sentAny: boolean;
+
+  constructor(kind: 'audio' | 'video', from?: ForwarderContinuation) {
+    this.kind = kind;
+    if (from === undefined) {
+      this.lastSeq = Math.floor(Math.random() * SEQ_MOD);
+      this.lastTs = Math.floor(Math.random() * 0x100000000);
+      this.sentAny = false;
+    } else {
+      this.lastSeq = from.sequenceNumber & 0xffff;
+      this.lastTs = from.timestamp >>> 0;
+      this.outIndex.reset(from.index);
+      this.sentAny = true;
+    }
+  }
+
+  get currentLayer(): number {
+    return this.current;
+  }
+
+  get targetLayer(): number {
+    return this.target;
+  }
+
+  /** Switch to `layer` at its next keyframe (video); the current layer goes on until then. */
+  setTargetLayer(layer: number): void {
+    this.target = layer;
+  }
+
+  /**
+   * The subscriber missed packets on purpose (transport not ready, shed under overload):
+   * video waits for a keyframe again and resumes rebased; audio just goes on.
+   */
+  interrupt(): void {
+    if (this.kind === 'video') this.current = -1;
+  }
+
+  /** The verdict for one packet; on FORWARD, `sequenceNumber`, `timestamp` and `index` are its outgoing numbers. */
+  push(p: ForwarderPacket): Verdict {
+    const inSeq = p.sequenceNumber;
+    if (p.layer !== this.current || p.ssrc !== this.sourceSsrc) {
+      // Not the stream being forwarded: it may start here if it is the one wanted.
+      if (p.layer !== this.target) return DROP;
+      if (this.kind === 'video' && !p.keyframe) return DROP_WANT_KEYFRAME;
+      this.rebase(p);
+    } else if (this.inIndex.unwrap(inSeq) < this.startIndex) {
+      // Older than where this source started for the subscriber: it never got that frame.
+      return DROP;
+    }
+    const outSeq = (inSeq + this.seqOffset) & 0xffff;
+    const outTs = (p.timestamp + this.tsOffset) >>> 0;
+    if (((outSeq - this.lastSeq + SEQ_MOD) & 0xffff) < 0x8000) {
+      this.lastSeq = outSeq;
+      this.lastTs = outTs;
+    }
+    this.sequenceNumber = outSeq;
+    this.timestamp = outTs;
+    this.index = this.outIndex.unwrap(outSeq);
+    return FORWARD;
+  }
+
+  /** Where the numbering stands, for a successor on the same sender; undefined if nothing was ever sent under it. */
+  continuation(): ForwarderContinuation | undefined {
+    if (!this.sentAny) return undefined;
+    return { sequenceNumber: this.lastSeq, timestamp: this.lastTs, index: this.outIndex.last };
+  }
+
+  /** Continue the subscriber's numbering from the last packet it got, whatever the source does. */
+  private rebase(p: ForwarderPacket): void {
+    const tsStep = this.sentAny ? REBASE_TS_STEP[this.kind] : 0;
+    this.seqOffset = (this.lastSeq + 1 - p.sequenceNumber + SEQ_MOD * 2) & 0xffff;
+    this.tsOffset = (this.lastTs + tsStep - p.timestamp) >>> 0;
+    this.inIndex.reset();
+    this.startIndex = this.inIndex.unwrap(p.sequenceNumber);
+    this.current = p.layer;
+    this.sourceSsrc = p.ssrc;
+    this.sentAny = true;
+  }
+}
