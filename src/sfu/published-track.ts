@@ -97,6 +97,11 @@ export class PublishedTrack {
     return this.downTracks.size;
   }
 
+  /** The DownTracks it forwards to now (a snapshot; rebuilt only when subscribers change). */
+  get subscribers(): readonly DownTrack[] {
+    return this.downTrackList;
+  }
+
   /** The track owns `dt` from now on: closes it with itself; a DownTrack closed by anyone leaves the track. */
   addDownTrack(dt: DownTrack): void {
     if (this.closed) {
