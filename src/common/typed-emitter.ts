@@ -19,6 +19,11 @@ export class TypedEmitter<Events extends Record<string, unknown[]>> {
     return this;
   }
 
+  /** Listeners of `event` now: lets a test see that a close() removed what it added. */
+  listenerCount<K extends keyof Events & string>(event: K): number {
+    return this.ee.listenerCount(event);
+  }
+
   protected emit<K extends keyof Events & string>(event: K, ...args: Events[K]): void {
     this.ee.emit(event, ...args);
   }
