@@ -69,7 +69,22 @@ export interface OpenOptions {
   autojoin?: boolean;
   /** Typed into the passphrase field, then Join is clicked (an end-to-end encrypted call; never in the URL). */
   passphrase?: string;
+  /** Keep every RTCPeerConnection the page creates, for `peerConnections()` (test instrumentation, not the SDK's). */
+  trackPeerConnections?: boolean;
 }
+
+/** One RTCPeerConnection of a page: its state and each transceiver's mid and negotiated direction. */
+export interface PeerConnectionView {
+  connectionState: string;
+  transceivers: { mid: string | null; currentDirection: string | null }[];
+}
+
+/** The little of the page's RTCPeerConnection these read (this project's Node typings have no DOM). */
+interface PageConnection {
+  connectionState: string;
+  getTransceivers(): { mid: string | null; currentDirection: string | null }[];
+}
+type Tracked = typeof globalThis & { __pcs?: PageConnection[]; RTCPeerConnection: new (config?: unknown) => PageConnection };
 
 /**
  * One participant's tab. Its signaling WebSocket runs through Playwright's WebSocket
@@ -94,6 +109,19 @@ export class CallPage {
     const page = await context.newPage();
     const call = new CallPage(context, page, opts.name);
     page.on('pageerror', (err) => call.errors.push(err.message));
+    if (opts.trackPeerConnections === true) {
+      await page.addInitScript(() => {
+        const g = globalThis as Tracked;
+        const Original = g.RTCPeerConnection;
+        g.__pcs = [];
+        g.RTCPeerConnection = class extends Original {
+          constructor(config?: unknown) {
+            super(config);
+            g.__pcs!.push(this);
+          }
+        };
+      });
+    }
     await page.routeWebSocket(/\/video\/ws$/, (ws) => {
       if (call.blocked) {
         ws.close({ code: 1011, reason: 'blocked by test' });
@@ -166,6 +194,18 @@ export class CallPage {
     const sid = people.find((p) => p.name === name)?.sid;
     const s = stats.find((x) => !x.local && x.participantSid === sid);
     return { video: s?.tracks.find((t) => t.kind === 'video'), audio: s?.tracks.find((t) => t.kind === 'audio') };
+  }
+
+  /** The page's PeerConnections that are not closed (needs `trackPeerConnections`). */
+  peerConnections(): Promise<PeerConnectionView[]> {
+    return this.page.evaluate(() =>
+      ((globalThis as Tracked).__pcs ?? [])
+        .filter((pc) => pc.connectionState !== 'closed')
+        .map((pc) => ({
+          connectionState: pc.connectionState,
+          transceivers: pc.getTransceivers().map((t) => ({ mid: t.mid, currentDirection: t.currentDirection })),
+        })),
+    );
   }
 
   /** What we send. */
