@@ -137,6 +137,12 @@ export interface Config {
     codecs: CodecName[];
     /** RTC_CONSENT_TIMEOUT, in seconds (werift's unit). */
     consentTimeoutSeconds: number;
+    /**
+     * Media sections one SDP may have: 2 × MAX_PARTICIPANTS + 2, enough for a subscriber
+     * receiving audio and video from everyone else plus a data channel (subscriber m-lines
+     * are reused, so they never outgrow the room), and a cap on what a hostile SDP costs.
+     */
+    maxMediaSections: number;
   };
   ice: {
     stunUrls: string[];
@@ -216,6 +222,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       ipv6: c.RTC_IPV6,
       codecs: c.CODECS,
       consentTimeoutSeconds: c.RTC_CONSENT_TIMEOUT,
+      maxMediaSections: 2 * c.MAX_PARTICIPANTS + 2,
     },
     ice: {
       stunUrls: c.STUN_URLS,

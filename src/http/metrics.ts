@@ -1,5 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { PACKET_DROP_REASONS, type MediaStats } from '../sfu/media-stats.ts';
+import { NEGOTIATION_FAILURE_REASONS, PACKET_DROP_REASONS, type MediaStats } from '../sfu/media-stats.ts';
 import type { Sfu } from '../sfu/sfu.ts';
 
 /** Prometheus metrics, read from the SFU at scrape time so nothing is counted twice. */
@@ -19,7 +19,7 @@ export function createMetrics(sfu: Sfu): Registry {
   gauge('scv_participants', 'Participants connected on this node', () => sfu.participantCount());
   gauge('scv_published_tracks', 'Tracks being published', () => sfu.publishedTrackCount());
   gauge('scv_overload_shed_ratio', 'Share of video subscriptions not forwarded because the process is overloaded (0-1)', () => sfu.overload.shedRatio);
-  const counter = (name: string, help: string, key: Exclude<keyof MediaStats, 'mediaPacketsDropped'>) =>
+  const counter = (name: string, help: string, key: Exclude<keyof MediaStats, 'mediaPacketsDropped' | 'negotiationFailures'>) =>
     new Counter({
       name,
       help,
@@ -50,6 +50,16 @@ export function createMetrics(sfu: Sfu): Registry {
     collect() {
       this.reset();
       for (const reason of PACKET_DROP_REASONS) this.inc({ reason }, sfu.stats.mediaPacketsDropped[reason]);
+    },
+  });
+  new Counter({
+    name: 'scv_negotiation_failures_total',
+    help: 'Subscriber offers given up and sent afresh: answer refused (invalid_answer), none within the timeout (timeout), or the offer itself failed (offer_failed)',
+    labelNames: ['reason'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const reason of NEGOTIATION_FAILURE_REASONS) this.inc({ reason }, sfu.stats.negotiationFailures[reason]);
     },
   });
   return registry;

@@ -10,6 +10,10 @@ export const PACKET_DROP_REASONS: readonly PacketDropReason[] = [
   'malformed',
 ];
 
+/** Why a subscriber negotiation was given up (src/sfu/subscriber-connection.ts). */
+export const NEGOTIATION_FAILURE_REASONS = ['invalid_answer', 'timeout', 'offer_failed'] as const;
+export type NegotiationFailureReason = (typeof NEGOTIATION_FAILURE_REASONS)[number];
+
 /**
  * Process-wide media counters, plain numbers so the per-packet path costs one addition each.
  * The metrics endpoint reads them at scrape time.
@@ -34,4 +38,6 @@ export class MediaStats {
   weriftAdapterFailures = 0;
   /** Inbound datagrams the media plane dropped before DTLS/SRTP, by reason. */
   readonly mediaPacketsDropped = Object.fromEntries(PACKET_DROP_REASONS.map((r) => [r, 0])) as Record<PacketDropReason, number>;
+  /** Subscriber offers given up (rolled back, a fresh one sent), by reason. */
+  readonly negotiationFailures = Object.fromEntries(NEGOTIATION_FAILURE_REASONS.map((r) => [r, 0])) as Record<NegotiationFailureReason, number>;
 }

@@ -5,13 +5,12 @@ import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { TypedEmitter } from '../common/typed-emitter.ts';
 import type { Config } from '../config.ts';
-import { DownTrack } from './down-track.ts';
-import { subscriberCodec } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
 import type { OverloadGuard } from './overload-guard.ts';
 import { PublishedTrack } from './published-track.ts';
 import { RtcTransport } from './rtc-transport.ts';
 import { receives, sends, type MediaSection } from './sdp.ts';
+import { SubscriberConnection } from './subscriber-connection.ts';
 import type {
   ConnectionRole,
   IceCandidate,
@@ -20,7 +19,6 @@ import type {
   ParticipantDescription,
   ParticipantSignal,
   SignalSink,
-  SubscriptionOffer,
   TrackSource,
 } from './signals.ts';
 
@@ -68,16 +66,11 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
   private readonly overload: OverloadGuard;
   private readonly reconnectGraceMs: number;
   private publisher: RtcTransport | undefined;
-  private subscriber: RtcTransport | undefined;
+  /** What it receives: on its subscriber connection, or (not renegotiating) on its one combined connection. */
+  private receiving: SubscriberConnection | undefined;
   readonly published = new Map<string, PublishedTrack>();
-  /** By published track sid. */
-  private readonly downTracks = new Map<string, DownTrack>();
   private readonly trackInfoByMid = new Map<string, { source?: TrackSource; name?: string }>();
-  private negotiating = false;
-  private renegotiate = false;
-  private lastOffer: SubscriptionOffer | undefined;
   private sink: SignalSink | undefined;
-  private negotiationTimer: NodeJS.Timeout | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
   private connectTimer: NodeJS.Timeout | undefined;
   private _closed = false;
@@ -143,6 +136,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     this.log.info({ graceMs: this.reconnectGraceMs }, 'signaling lost, waiting for reconnect');
     this.graceTimer = setTimeout(() => this.close('signaling_lost'), this.reconnectGraceMs);
     this.graceTimer.unref();
+    this.receiving?.suspend();
   }
 
   signalingResumed(): void {
@@ -191,6 +185,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     this.publisher = transport;
     const sections = await transport.applyOffer(sdp);
     this.rejectUnwantedSends(sections);
+    const receiving = this.receivingOn(transport);
     const queue = [...subscribeTo];
     const transceivers = transport.pc.getTransceivers();
     sections.forEach((section, index) => {
@@ -200,7 +195,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
       if (t === undefined || i === -1 || !this.canSubscribe) return;
       const [track] = queue.splice(i, 1);
       t.setDirection(sends(section.direction) ? 'sendrecv' : 'sendonly');
-      this.attachDownTrack(track!, t);
+      receiving.attach(track!, t);
     });
     return transport.createAnswer();
   }
@@ -259,82 +254,40 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
 
   // ---- subscribing (server offers) ------------------------------------------------------
 
-  subscribe(track: PublishedTrack): void {
-    if (this._closed || !this.canSubscribe || !this.capabilities.renegotiates || this.downTracks.has(track.sid)) return;
-    const transport = this.subscriber ?? this.createTransport('subscriber');
-    this.subscriber = transport;
-    const t = transport.pc.addTransceiver(track.kind, { direction: 'sendonly' });
-    this.attachDownTrack(track, t);
-    this.scheduleNegotiation();
+  /** The SubscriberConnection on `transport`, made on first use. */
+  private receivingOn(transport: RtcTransport): SubscriberConnection {
+    if (this.receiving !== undefined) return this.receiving;
+    const renegotiates = this.capabilities.renegotiates;
+    const receiving = new SubscriberConnection({
+      subscriberSid: this.sid,
+      transport,
+      renegotiates,
+      maxSections: this.rtc.maxMediaSections,
+      stats: this.stats,
+      overload: this.overload,
+      log: this.log,
+      identityOf: (sid) => this.identityOf(sid),
+    });
+    receiving.on('offer', (offer) => this.deliver({ type: 'subscription_offer', offer }));
+    receiving.on('candidate', (candidate) => this.deliver({ type: 'local_candidate', role: 'subscriber', candidate }));
+    receiving.on('failed', () => this.close('negotiation_failed'));
+    this.receiving = receiving;
+    return receiving;
   }
 
-  private attachDownTrack(track: PublishedTrack, t: RTCRtpTransceiver): void {
-    t.setCodecPreferences([subscriberCodec(track.codec)]);
-    t.sender.streamId = track.ownerSid;
-    const dt = new DownTrack(track, t, this.sid, this.stats, this.overload);
-    this.downTracks.set(track.sid, dt);
-    track.addDownTrack(dt);
+  subscribe(track: PublishedTrack): void {
+    if (this._closed || !this.canSubscribe || !this.capabilities.renegotiates || this.receiving?.has(track.sid)) return;
+    this.receiving ??= this.receivingOn(this.createTransport('subscriber'));
+    this.receiving.subscribe(track);
   }
 
   unsubscribe(track: PublishedTrack): void {
-    const dt = this.downTracks.get(track.sid);
-    if (dt === undefined) return;
-    this.downTracks.delete(track.sid);
-    track.removeDownTrack(this.sid);
-    dt.close();
-    if (this._closed) return;
-    const pc = this.capabilities.renegotiates ? this.subscriber?.pc : this.publisher?.pc;
-    // Not transceiver.stop(): on the BUNDLE-tag m-line it tears the transport down (field notes, bug 4).
-    try {
-      pc?.removeTrack(dt.transceiver.sender);
-    } catch {
-      // the sender may already be detached; the direction change below is what matters
-    }
-    dt.transceiver.setDirection('inactive');
-    if (this.capabilities.renegotiates) this.scheduleNegotiation();
-  }
-
-  /** Coalesces subscription changes into one server offer; never two offers in flight. */
-  private scheduleNegotiation(): void {
-    if (this._closed) return;
-    if (this.negotiating) {
-      this.renegotiate = true;
-      return;
-    }
-    if (this.negotiationTimer !== undefined) return;
-    this.negotiationTimer = setTimeout(() => {
-      this.negotiationTimer = undefined;
-      void this.sendSubscriberOffer();
-    }, 20);
-  }
-
-  private async sendSubscriberOffer(): Promise<void> {
-    const transport = this.subscriber;
-    if (transport === undefined || this._closed) return;
-    this.negotiating = true;
-    this.renegotiate = false;
-    try {
-      const sdp = await transport.createOffer();
-      if (this._closed) return;
-      const tracks: SubscriptionOffer['tracks'] = {};
-      for (const dt of this.downTracks.values()) {
-        const mid = dt.transceiver.mid;
-        if (mid !== undefined && mid !== null) {
-          const t = dt.track;
-          tracks[mid] = { participantSid: t.ownerSid, identity: this.identityOf(t.ownerSid), trackSid: t.sid, kind: t.kind, source: t.source, name: t.name };
-        }
-      }
-      this.lastOffer = { sdp, tracks };
-      this.deliver({ type: 'subscription_offer', offer: this.lastOffer });
-    } catch (err) {
-      this.negotiating = false;
-      this.log.warn({ err: (err as Error).message }, 'subscriber offer failed');
-    }
+    this.receiving?.unsubscribe(track);
   }
 
   /** After a WebSocket reconnect: an offer sent while the socket was down must be seen again. */
   resendPendingOffer(): void {
-    if (this.negotiating && this.lastOffer !== undefined) this.deliver({ type: 'subscription_offer', offer: this.lastOffer });
+    this.receiving?.resendPendingOffer();
   }
 
   /** Filled in by the room so offers can name the identity behind each track. */
@@ -342,12 +295,10 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
 
   async handleSubscriberAnswer(sdp: string): Promise<void> {
     this.assertOpen();
-    if (this.subscriber === undefined || !this.negotiating) {
+    if (this.receiving === undefined || !this.capabilities.renegotiates) {
       throw new AppError('CONFLICT', 'no subscriber offer is waiting for an answer');
     }
-    await this.subscriber.applyAnswer(sdp);
-    this.negotiating = false;
-    if (this.renegotiate) this.scheduleNegotiation();
+    await this.receiving.handleAnswer(sdp);
   }
 
   async addCandidate(target: ConnectionRole, candidate: IceCandidate | null): Promise<void> {
@@ -357,7 +308,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     if (target === 'publisher' && this.publisher === undefined && this.capabilities.renegotiates && this.grants.has('publish')) {
       this.publisher = this.createTransport('publisher');
     }
-    const transport = target === 'publisher' ? this.publisher : this.subscriber;
+    const transport = target === 'publisher' ? this.publisher : this.capabilities.renegotiates ? this.receiving?.transport : undefined;
     if (transport === undefined) throw new AppError('CONFLICT', `no ${target} connection to add a candidate to`);
     await transport.addCandidate(candidate);
   }
@@ -366,8 +317,8 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
 
   private createTransport(role: 'publisher' | 'subscriber' | 'combined'): RtcTransport {
     const transport = new RtcTransport(role, this.rtc, this.stats, this.log);
-    const target: ConnectionRole = role === 'subscriber' ? 'subscriber' : 'publisher';
-    transport.on('candidate', (candidate) => this.deliver({ type: 'local_candidate', role: target, candidate }));
+    // The subscriber's candidates go through its SubscriberConnection, which holds them until its first offer.
+    if (role !== 'subscriber') transport.on('candidate', (candidate) => this.deliver({ type: 'local_candidate', role: 'publisher', candidate }));
     transport.on('track', (track, transceiver) => this.onRemoteTrack(track, transceiver));
     transport.on('state', (state) => {
       this.log.debug({ role, state }, 'transport state');
@@ -376,7 +327,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     });
     clearTimeout(this.connectTimer);
     this.connectTimer = setTimeout(() => {
-      const transports = [this.publisher, this.subscriber].filter((t) => t !== undefined);
+      const transports = [this.publisher, this.receiving?.transport].filter((t) => t !== undefined);
       if (transports.some((t) => t.state !== 'connected')) {
         this.log.warn('transport never connected');
         this.close('connection_failed');
@@ -396,21 +347,15 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     this._closed = true;
     clearTimeout(this.graceTimer);
     clearTimeout(this.connectTimer);
-    clearTimeout(this.negotiationTimer);
     for (const track of [...this.published.values()]) {
       this.published.delete(track.sid);
       track.close();
       this.emit('trackUnpublished', track);
     }
-    for (const dt of this.downTracks.values()) {
-      dt.track.removeDownTrack(this.sid);
-      dt.close();
-    }
-    this.downTracks.clear();
+    this.receiving?.close();
+    this.receiving = undefined;
     this.publisher?.close();
-    this.subscriber?.close();
     this.publisher = undefined;
-    this.subscriber = undefined;
     this.log.info({ reason }, 'participant left');
     this.emit('closed', reason);
     this.sink = undefined;

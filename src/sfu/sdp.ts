@@ -44,14 +44,25 @@ export function mediaSections(sdp: string): MediaSection[] {
   return out;
 }
 
-/** Cheap structural checks before werift sees an SDP, so garbage gets INVALID_SDP, not a stack trace. */
-export function assertPlausibleSdp(sdp: string): MediaSection[] {
+/** How many `m=` lines an SDP has, counting no further than `max + 1` (a hostile SDP may have thousands). */
+function countSections(sdp: string, max: number): number {
+  let n = sdp.startsWith('m=') ? 1 : 0;
+  for (let i = sdp.indexOf('\nm='); i !== -1 && n <= max; i = sdp.indexOf('\nm=', i + 3)) n++;
+  return n;
+}
+
+/**
+ * Cheap structural checks before werift sees an SDP, so garbage gets INVALID_SDP, not a
+ * stack trace. `maxSections` is `Config['rtc'].maxMediaSections` (it follows the room limit);
+ * an SDP over it is refused before its sections are parsed.
+ */
+export function assertPlausibleSdp(sdp: string, maxSections: number): MediaSection[] {
   if (!sdp.startsWith('v=0')) throw new AppError('INVALID_SDP', 'SDP must start with "v=0"');
   if (!/\r?\na=fingerprint:/.test(sdp)) throw new AppError('INVALID_SDP', 'SDP has no DTLS fingerprint');
   if (!/\r?\na=ice-ufrag:/.test(sdp) || !/\r?\na=ice-pwd:/.test(sdp)) throw new AppError('INVALID_SDP', 'SDP has no ICE credentials');
+  if (countSections(sdp, maxSections) > maxSections) throw new AppError('INVALID_SDP', `SDP has too many media sections (at most ${maxSections})`);
   const sections = mediaSections(sdp);
   if (sections.length === 0) throw new AppError('INVALID_SDP', 'SDP has no media section');
-  if (sections.length > 64) throw new AppError('INVALID_SDP', 'SDP has too many media sections');
   for (const s of sections) {
     if (s.kind !== 'audio' && s.kind !== 'video' && s.kind !== 'application') {
       throw new AppError('INVALID_SDP', `unsupported media kind "${s.kind}"`);
@@ -75,6 +86,24 @@ export function assertAnswerTo(answerSdp: string, offerSdp: string | undefined):
   if (answered.length !== offered.length || answered.some((s, i) => s.kind !== offered[i]!.kind)) {
     throw new AppError('INVALID_SDP', `an answer must have the offer's ${offered.length} media sections in order; this SDP has ${answered.length} (${answered.map((s) => s.kind).join(', ')})`);
   }
+  // RFC 8843 §7.3 keeps each mid, RFC 3264 §6.1 allows only the offer's direction reversed
+  // (or inactive): an answer that fails this was made for another offer.
+  offered.forEach((o, i) => {
+    const a = answered[i]!;
+    if (o.mid !== undefined && a.mid !== undefined && a.mid !== o.mid) {
+      throw new AppError('INVALID_SDP', `answer section ${i} has mid "${a.mid}", the offer's has "${o.mid}"`);
+    }
+    if (!o.stopped && !a.stopped && !directionAnswers(o.direction, a.direction)) {
+      throw new AppError('INVALID_SDP', `answer section ${i} (mid ${o.mid}) is ${a.direction}, which cannot answer ${o.direction}`);
+    }
+  });
+}
+
+function directionAnswers(offered: Direction, answered: Direction): boolean {
+  if (answered === 'inactive' || offered === 'sendrecv') return true;
+  if (offered === 'sendonly') return answered === 'recvonly';
+  if (offered === 'recvonly') return answered === 'sendonly';
+  return false;
 }
 
 /** `candidate:<foundation> <component> <udp|tcp> <priority> <address> <port> typ <type> …`, with or without `a=`. */

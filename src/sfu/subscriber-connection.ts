@@ -1,0 +1,338 @@
+import type { RTCRtpTransceiver } from 'werift';
+import { AppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import { TypedEmitter } from '../common/typed-emitter.ts';
+import { DownTrack } from './down-track.ts';
+import { subscriberCodec } from './media-config.ts';
+import type { MediaStats, NegotiationFailureReason } from './media-stats.ts';
+import type { OverloadGuard } from './overload-guard.ts';
+import type { PublishedTrack } from './published-track.ts';
+import type { RtcTransport } from './rtc-transport.ts';
+import { assertAnswerTo } from './sdp.ts';
+import type { IceCandidate, SubscriptionOffer } from './signals.ts';
+
+/** Subscription changes within this long go into one offer. */
+const COALESCE_MS = 20;
+/**
+ * An offer not answered within this long is withdrawn and made afresh: long enough for a
+ * browser on a slow link and a busy main thread (answering takes it tens of ms), short
+ * enough that a subscriber whose answer got lost waits seconds, not forever.
+ */
+export const ANSWER_TIMEOUT_MS = 10_000;
+/** Failed negotiations in a row after which the participant is removed ('negotiation_failed'). */
+export const MAX_NEGOTIATION_FAILURES = 3;
+
+interface SubscriberConnectionEvents extends Record<string, unknown[]> {
+  /** An offer for the client to answer (`handleAnswer`). */
+  offer: [SubscriptionOffer];
+  /** A local ICE candidate; none before the first offer has been emitted. */
+  candidate: [IceCandidate | null];
+  /** MAX_NEGOTIATION_FAILURES in a row: the owner removes the participant. */
+  failed: [];
+}
+
+export interface SubscriberConnectionOptions {
+  subscriberSid: string;
+  /**
+   * Renegotiating: the participant's subscriber transport, owned (closed) from now on; the
+   * server makes every offer on it. Otherwise the participant's one combined transport
+   * (not owned): DownTracks go onto the receiving m-lines of its client's offer (`attach`)
+   * and nothing is added later.
+   */
+  transport: RtcTransport;
+  renegotiates: boolean;
+  /** `Config['rtc'].maxMediaSections`: the offers never have more m-lines. */
+  maxSections: number;
+  stats: MediaStats;
+  overload: OverloadGuard;
+  log: Logger;
+  /** The identity behind a participant sid, for the offer's `tracks`. */
+  identityOf: (participantSid: string) => string;
+}
+
+/**
+ * What a participant receives: its DownTracks by published track sid on the transceivers
+ * of its receiving connection, and for a renegotiating participant the server-offers state
+ * machine of that connection. A transceiver whose track ended goes `inactive` and, once a
+ * negotiation has said so, carries the next subscription of its kind (same mid, same SSRC,
+ * numbering continued by the DownTrack), so the SDP never holds more m-lines than the most
+ * tracks received at once. Never two offers in flight; an answer that fails or never comes
+ * withdraws the offer (rollback) and a fresh one follows.
+ */
+export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvents> {
+  readonly transport: RtcTransport;
+  private readonly subscriberSid: string;
+  private readonly renegotiates: boolean;
+  private readonly maxSections: number;
+  private readonly stats: MediaStats;
+  private readonly overload: OverloadGuard;
+  private readonly log: Logger;
+  private readonly identityOf: (participantSid: string) => string;
+  /** By published track sid. */
+  private readonly downTracks = new Map<string, DownTrack>();
+  /** Inactive transceivers a negotiation has confirmed, ready for the next track of their kind. */
+  private readonly free: RTCRtpTransceiver[] = [];
+  /** Transceivers made inactive, with the number of the first offer that says so. */
+  private readonly released = new Map<RTCRtpTransceiver, number>();
+  /** Local candidates gathered before the first offer went out. */
+  private heldCandidates: (IceCandidate | null)[] | undefined = [];
+  /** Numbers the offers; an async step that finds a newer one gives up. */
+  private offers = 0;
+  private negotiating = false;
+  private applying = false;
+  private renegotiate = false;
+  private pendingOffer: SubscriptionOffer | undefined;
+  /** The last offer given up, to tell a late answer to it from a broken one. */
+  private supersededSdp: string | undefined;
+  private failures = 0;
+  private coalesceTimer: NodeJS.Timeout | undefined;
+  private answerTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(opts: SubscriberConnectionOptions) {
+    super();
+    this.transport = opts.transport;
+    this.subscriberSid = opts.subscriberSid;
+    this.renegotiates = opts.renegotiates;
+    this.maxSections = opts.maxSections;
+    this.stats = opts.stats;
+    this.overload = opts.overload;
+    this.log = opts.log;
+    this.identityOf = opts.identityOf;
+    if (this.renegotiates) {
+      // werift gathers while the first offer is set as local description: candidates
+      // before that offer would reach a client with nothing to add them to.
+      this.transport.on('candidate', (c) => {
+        if (this.heldCandidates !== undefined) this.heldCandidates.push(c);
+        else this.emit('candidate', c);
+      });
+    } else {
+      this.heldCandidates = undefined;
+    }
+  }
+
+  has(trackSid: string): boolean {
+    return this.downTracks.has(trackSid);
+  }
+
+  get subscriptionCount(): number {
+    return this.downTracks.size;
+  }
+
+  /** Renegotiating only: sends `track` on a free transceiver of its kind, else on a new one, and offers it. */
+  subscribe(track: PublishedTrack): void {
+    if (this.closed || !this.renegotiates || this.downTracks.has(track.sid)) return;
+    const t = this.transceiverFor(track.kind);
+    if (t === undefined) {
+      this.log.warn({ track: track.sid, maxSections: this.maxSections }, 'not subscribed: the subscriber connection has its most m-lines');
+      return;
+    }
+    this.attach(track, t);
+    this.scheduleNegotiation();
+  }
+
+  private transceiverFor(kind: 'audio' | 'video'): RTCRtpTransceiver | undefined {
+    const i = this.free.findIndex((t) => t.kind === kind);
+    if (i !== -1) {
+      const [t] = this.free.splice(i, 1);
+      t!.setDirection('sendonly');
+      return t;
+    }
+    const pc = this.transport.pc;
+    if (pc.getTransceivers().length >= this.maxSections) return undefined;
+    return pc.addTransceiver(kind, { direction: 'sendonly' });
+  }
+
+  /** Forwards `track` on `t` (combined connections: a receiving m-line of the client's offer). */
+  attach(track: PublishedTrack, t: RTCRtpTransceiver): void {
+    if (this.closed) return;
+    t.setCodecPreferences([subscriberCodec(track.codec)]);
+    t.sender.streamId = track.ownerSid;
+    const dt = new DownTrack(track, t, this.subscriberSid, this.stats, this.overload, this.log);
+    this.downTracks.set(track.sid, dt);
+    dt.once('closed', () => this.release(track.sid, dt));
+    track.addDownTrack(dt);
+  }
+
+  /** Stops receiving `track`; its transceiver goes inactive. Closing the track does the same. */
+  unsubscribe(track: PublishedTrack): void {
+    this.downTracks.get(track.sid)?.close();
+  }
+
+  private release(trackSid: string, dt: DownTrack): void {
+    if (this.downTracks.get(trackSid) !== dt) return;
+    this.downTracks.delete(trackSid);
+    if (this.closed) return;
+    const t = dt.transceiver;
+    // Not transceiver.stop(): on the BUNDLE-tag m-line werift tears the transport down (docs/werift.md).
+    try {
+      this.transport.pc.removeTrack(t.sender);
+    } catch {
+      // already detached; the direction is what the next offer carries
+    }
+    t.setDirection('inactive');
+    if (!this.renegotiates) return;
+    this.released.set(t, this.offers + 1);
+    this.scheduleNegotiation();
+  }
+
+  // ---- negotiation ----------------------------------------------------------------------
+
+  private scheduleNegotiation(): void {
+    if (this.closed || !this.renegotiates) return;
+    if (this.negotiating) {
+      this.renegotiate = true;
+      return;
+    }
+    if (this.coalesceTimer !== undefined) return;
+    this.coalesceTimer = setTimeout(() => {
+      this.coalesceTimer = undefined;
+      void this.sendOffer();
+    }, COALESCE_MS);
+  }
+
+  private async sendOffer(): Promise<void> {
+    if (this.closed) return;
+    this.negotiating = true;
+    this.renegotiate = false;
+    const n = ++this.offers;
+    let sdp: string;
+    try {
+      sdp = await this.transport.createOffer();
+    } catch (err) {
+      if (!this.closed && n === this.offers) await this.fail('offer_failed', err);
+      return;
+    }
+    if (this.closed || n !== this.offers) return;
+    const tracks: SubscriptionOffer['tracks'] = {};
+    for (const dt of this.downTracks.values()) {
+      const mid = dt.transceiver.mid;
+      if (mid === undefined || mid === null) continue;
+      const t = dt.track;
+      tracks[mid] = { participantSid: t.ownerSid, identity: this.identityOf(t.ownerSid), trackSid: t.sid, kind: t.kind, source: t.source, name: t.name };
+    }
+    this.pendingOffer = { sdp, tracks };
+    this.armAnswerTimer(n);
+    this.emit('offer', this.pendingOffer);
+    const held = this.heldCandidates;
+    this.heldCandidates = undefined;
+    for (const c of held ?? []) this.emit('candidate', c);
+  }
+
+  private armAnswerTimer(n: number): void {
+    clearTimeout(this.answerTimer);
+    this.answerTimer = setTimeout(() => {
+      this.answerTimer = undefined;
+      if (this.negotiating && !this.applying && n === this.offers) void this.fail('timeout', new Error(`no answer within ${ANSWER_TIMEOUT_MS} ms`));
+    }, ANSWER_TIMEOUT_MS);
+    this.answerTimer.unref();
+  }
+
+  /** The client's answer to the pending offer. Refused: the offer is withdrawn and a fresh one follows. */
+  async handleAnswer(sdp: string): Promise<void> {
+    const offer = this.pendingOffer;
+    if (this.closed || !this.renegotiates || !this.negotiating || offer === undefined || this.applying) {
+      throw this.supersededBy(sdp) ?? new AppError('CONFLICT', 'no subscriber offer is waiting for an answer');
+    }
+    const n = this.offers;
+    this.applying = true;
+    try {
+      await this.transport.applyAnswer(sdp);
+    } catch (err) {
+      if (this.closed || n !== this.offers) throw err;
+      if (!fitsOffer(sdp, offer.sdp)) {
+        const superseded = this.supersededBy(sdp);
+        if (superseded !== undefined) throw superseded;
+      }
+      await this.fail('invalid_answer', err);
+      throw err;
+    } finally {
+      this.applying = false;
+    }
+    if (this.closed || n !== this.offers) return;
+    clearTimeout(this.answerTimer);
+    this.answerTimer = undefined;
+    this.negotiating = false;
+    this.pendingOffer = undefined;
+    this.supersededSdp = undefined;
+    this.failures = 0;
+    for (const [t, offered] of this.released) {
+      if (offered > n) continue;
+      this.released.delete(t);
+      this.free.push(t);
+    }
+    if (this.renegotiate) this.scheduleNegotiation();
+  }
+
+  /** A CONFLICT if `sdp` answers the offer given up last (and so not the pending one). */
+  private supersededBy(sdp: string): AppError | undefined {
+    if (this.supersededSdp === undefined || !fitsOffer(sdp, this.supersededSdp)) return undefined;
+    return new AppError('CONFLICT', 'this answer is for an earlier subscriber offer, replaced since: answer the latest offer');
+  }
+
+  /** Gives the pending offer up: rolled back, counted, logged; a fresh one follows unless it failed too often. */
+  private async fail(reason: NegotiationFailureReason, err: unknown): Promise<void> {
+    this.failures++;
+    this.stats.negotiationFailures[reason]++;
+    this.log.warn({ reason, failures: this.failures, err: (err as Error).message }, 'subscriber negotiation failed, offer withdrawn');
+    clearTimeout(this.answerTimer);
+    this.answerTimer = undefined;
+    this.supersededSdp = this.pendingOffer?.sdp ?? this.supersededSdp;
+    this.pendingOffer = undefined;
+    const n = ++this.offers;
+    try {
+      await this.transport.rollback();
+    } catch (rollbackErr) {
+      this.log.warn({ err: (rollbackErr as Error).message }, 'rolling back the subscriber offer failed');
+    }
+    if (this.closed || n !== this.offers) return;
+    this.negotiating = false;
+    if (this.failures >= MAX_NEGOTIATION_FAILURES) {
+      this.emit('failed');
+      return;
+    }
+    await this.sendOffer();
+  }
+
+  /** The client (re)connected: it must see the pending offer, and gets the full answer time again. */
+  resendPendingOffer(): void {
+    if (this.closed || !this.negotiating || this.pendingOffer === undefined) return;
+    this.armAnswerTimer(this.offers);
+    this.emit('offer', this.pendingOffer);
+  }
+
+  /** Nobody can answer now (signaling lost): the pending offer waits without a deadline. */
+  suspend(): void {
+    clearTimeout(this.answerTimer);
+    this.answerTimer = undefined;
+  }
+
+  addCandidate(candidate: IceCandidate | null): Promise<void> {
+    return this.transport.addCandidate(candidate);
+  }
+
+  /** Idempotent: closes every DownTrack, the timers and (renegotiating) the transport. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.coalesceTimer);
+    clearTimeout(this.answerTimer);
+    const downTracks = [...this.downTracks.values()];
+    this.downTracks.clear();
+    for (const dt of downTracks) dt.close();
+    this.free.length = 0;
+    this.released.clear();
+    this.heldCandidates = undefined;
+    if (this.renegotiates) this.transport.close();
+    this.removeAllListeners();
+  }
+}
+
+function fitsOffer(answerSdp: string, offerSdp: string): boolean {
+  try {
+    assertAnswerTo(answerSdp, offerSdp);
+    return true;
+  } catch {
+    return false;
+  }
+}
