@@ -9,9 +9,8 @@
  * `scv_werift_adapter_failures_total`, and the transport closed (`failTransport`).
  */
 import type { Socket } from 'node:dgram';
-import { pino } from 'pino';
 import type { RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, RtcpPacket } from 'werift';
-import type { Logger } from '../common/logger.ts';
+import { createLogger, type Logger } from '../common/logger.ts';
 import type { MediaStats } from './media-stats.ts';
 
 /** The werift this adapter was written against and checked on. */
@@ -228,7 +227,7 @@ export function checkReceiver(receiver: RTCRtpReceiver): readonly string[] {
 let fallback: Logger | undefined;
 /** For callers given no logger: failures are logged anyway. */
 export function fallbackLogger(): Logger {
-  fallback ??= pino({ level: 'error', base: { service: 'secureconnect-video', component: 'werift-adapter' } });
+  fallback ??= createLogger('error').child({ component: 'werift-adapter' });
   return fallback;
 }
 
