@@ -1,13 +1,11 @@
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
-import type { FastifyInstance, FastifyReply, FastifyRequest, HTTPMethods } from 'fastify';
-import type { z } from 'zod';
-import { requireGrant, type AccessToken, type TokenService } from '../auth/tokens.ts';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { requireGrant, type TokenService } from '../auth/tokens.ts';
 import { AppError } from '../common/errors.ts';
 import type { Config } from '../config.ts';
 import { authenticate } from '../http/auth.ts';
-import { IceBody, joinChecks, LeaveBody, SignalBody } from '../http/routes/media.ts';
-import { CreateRoom } from '../http/routes/recordings.ts';
+import { preflights, ROUTES, type WorkerRoute } from '../http/route-table.ts';
 import { mediaTypeOf, parse, pathName } from '../http/validate.ts';
 import type { MediaWorker } from './media-worker.ts';
 import type { WorkerPool } from './worker-pool.ts';
@@ -15,45 +13,9 @@ import type { WorkerPool } from './worker-pool.ts';
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and those the relay recomputes. */
 const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'te', 'trailer', 'proxy-connection']);
 
-/**
- * A worker route the edge relays. The edge's router has the same routes as a worker's, so
- * an unknown path or method, a bad URL or an overlong path segment gets the same answer
- * at the edge without reaching a worker.
- */
-interface Relayed {
-  method: HTTPMethods[];
-  url: string;
-  /** The room is named in the JSON body: its schema (the worker's own) and field. */
-  body?: { schema: z.ZodType; field: string };
-  /**
-   * The request may create its room: what the token must allow before the room is
-   * assigned to a worker. Others reach the room's worker if it has one, else any.
-   */
-  creates?: (token: AccessToken, room: string) => void;
-}
-
-const RELAYED: Relayed[] = [
-  { method: ['POST'], url: '/video/signal', body: { schema: SignalBody, field: 'room_id' }, creates: joinChecks.signal },
-  { method: ['POST'], url: '/video/ice', body: { schema: IceBody, field: 'room_id' } },
-  { method: ['POST'], url: '/video/leave', body: { schema: LeaveBody, field: 'room_id' } },
-  { method: ['POST'], url: '/video/rooms', body: { schema: CreateRoom, field: 'name' }, creates: (token) => requireGrant(token, 'admin') },
-  { method: ['GET'], url: '/video/rooms/:room' },
-  { method: ['POST', 'DELETE'], url: '/video/rooms/:room/recording' },
-  { method: ['POST'], url: '/whip/:room', creates: joinChecks.whip },
-  { method: ['PATCH', 'DELETE'], url: '/whip/:room/:sid' },
-  { method: ['POST'], url: '/whep/:room/:identity', creates: joinChecks.whep },
-  { method: ['PATCH', 'DELETE'], url: '/whep/:room/:identity/:sid' },
-  { method: ['GET'], url: '/video/recordings' },
-  { method: ['GET'], url: '/video/recordings/:id' },
-  { method: ['GET'], url: '/video/recordings/:id/files/:file' },
-];
-
-/** CORS preflights carry no token: any worker answers them, nothing is created. */
-const PREFLIGHTS = ['/whip/:room', '/whip/:room/:sid', '/whep/:room/:identity', '/whep/:room/:identity/:sid'];
-
 /** A JSON body the route routes by, parsed: its syntax is checked before the token, as a worker's body parser does. */
-function jsonBody(route: Relayed, req: FastifyRequest, body: Buffer | undefined): { json: unknown } | undefined {
-  if (route.body === undefined || body === undefined || mediaTypeOf(req) !== 'application/json') return undefined;
+function jsonBody(route: WorkerRoute, req: FastifyRequest, body: Buffer | undefined): { json: unknown } | undefined {
+  if (route.room.in !== 'body' || body === undefined || mediaTypeOf(req) !== 'application/json') return undefined;
   try {
     return { json: JSON.parse(body.toString('utf8')) };
   } catch {
@@ -66,14 +28,15 @@ function jsonBody(route: Relayed, req: FastifyRequest, body: Buffer | undefined)
  * the names' length, the body's shape. Undefined when the request names none the edge
  * can read (the worker then answers it, as it would anyway).
  */
-function roomOf(route: Relayed, req: FastifyRequest, body: { json: unknown } | undefined): string | undefined {
-  const params = req.params as Record<string, string>;
-  if (params.room !== undefined) {
+function roomOf(route: WorkerRoute, req: FastifyRequest, body: { json: unknown } | undefined): string | undefined {
+  const key = route.room;
+  if (key.in === 'path') {
+    const params = req.params as Record<string, string>;
     if (params.identity !== undefined) pathName(params.identity, 'identity');
-    return pathName(params.room, 'room');
+    return pathName(params.room!, 'room');
   }
-  if (route.body === undefined || body === undefined) return undefined;
-  return (parse(route.body.schema, body.json) as Record<string, string>)[route.body.field];
+  if (key.in === 'none' || body === undefined) return undefined;
+  return (parse(key.schema, body.json) as Record<string, string>)[key.field];
 }
 
 async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyReply, body: Buffer | undefined): Promise<FastifyReply> {
@@ -102,9 +65,11 @@ async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyRep
 }
 
 /**
- * The worker routes, relayed: by room where the request names one, else to any worker.
- * Nothing is assigned, relayed or logged for a request before its token checks out. The
- * room listing is merged from every worker.
+ * The worker routes (src/http/route-table.ts), relayed: by room where the request names
+ * one, else to any worker. The edge's router has the same routes as a worker's, so an
+ * unknown path or method, a bad URL or an overlong path segment gets the same answer at
+ * the edge without reaching a worker. Nothing is assigned, relayed or logged for a
+ * request before its token checks out. The room listing is merged from every worker.
  */
 export function relayRoutes(app: FastifyInstance, deps: { pool: WorkerPool; tokens: TokenService; config: Config }): void {
   const { pool, tokens, config } = deps;
@@ -125,8 +90,9 @@ export function relayRoutes(app: FastifyInstance, deps: { pool: WorkerPool; toke
     // Bodies go to the worker as they came, within the same size limit.
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.limits.maxMessageBytes }, (_req, body, done) => done(null, body));
-    for (const url of PREFLIGHTS) scope.options(url, (req, reply) => relay(pool.leastLoaded(), req, reply, undefined));
-    for (const route of RELAYED) {
+    // CORS preflights carry no token: any worker answers them, nothing is created.
+    for (const { url } of preflights()) scope.options(url, (req, reply) => relay(pool.leastLoaded(), req, reply, undefined));
+    for (const route of Object.values(ROUTES) as WorkerRoute[]) {
       scope.route({
         method: route.method,
         url: route.url,

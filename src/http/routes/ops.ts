@@ -7,6 +7,7 @@ import { DisplayName, Name } from '../../common/limits.ts';
 import type { Config } from '../../config.ts';
 import type { Sfu } from '../../sfu/sfu.ts';
 import { authenticate } from '../auth.ts';
+import { at, ROUTES } from '../route-table.ts';
 import { parse, pathName } from '../validate.ts';
 
 /** Health, metrics and the admin room listing of a node whose media runs in its own process. */
@@ -27,15 +28,18 @@ export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenS
     };
   });
 
-  app.get<{ Params: { id: string } }>('/video/rooms/:id', async (req) => {
-    requireGrant(await authenticate(tokens, req), 'admin');
-    const room = sfu.getRoom(pathName(req.params.id, 'room'));
-    return {
-      name: room.name,
-      sid: room.sid,
-      createdAt: new Date(room.createdAt).toISOString(),
-      participants: room.all().map((p) => ({ ...p.info(), kind: p.joinedVia, joinedAt: new Date(p.joinedAt).toISOString() })),
-    };
+  app.route<{ Params: { room: string } }>({
+    ...at(ROUTES.room),
+    handler: async (req) => {
+      requireGrant(await authenticate(tokens, req), 'admin');
+      const room = sfu.getRoom(pathName(req.params.room, 'room'));
+      return {
+        name: room.name,
+        sid: room.sid,
+        createdAt: new Date(room.createdAt).toISOString(),
+        participants: room.all().map((p) => ({ ...p.info(), kind: p.joinedVia, joinedAt: new Date(p.joinedAt).toISOString() })),
+      };
+    },
   });
 }
 
