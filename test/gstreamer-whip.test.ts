@@ -16,7 +16,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { RTCPeerConnection, type MediaStreamTrack, type RTCRtpTransceiver } from 'werift';
-import { LOOPBACK_ICE, peerConfig } from '../src/loadtest/peer-config.ts';
+import { LOOPBACK_ICE, peerConfig } from '../src/node-client/peer-config.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import type { Service } from '../src/service.ts';
 import type { RemoteTrack } from './helpers/client.ts';

@@ -18,8 +18,9 @@ import {
 import type { Grant } from '../src/auth/tokens.ts';
 import { TokenService } from '../src/auth/tokens.ts';
 import type { IceCandidateInit } from '../src/signaling/messages.ts';
-import { codecParameters, LOOPBACK_ICE } from '../src/loadtest/peer-config.ts';
-import { SyntheticSource, verifyPayload } from './helpers/media.ts';
+import { codecParameters, LOOPBACK_ICE } from '../src/node-client/peer-config.ts';
+import { verifyPayload } from '../src/node-client/payload-format.ts';
+import { SyntheticSource } from '../src/node-client/synthetic-media.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import type { Service } from '../src/service.ts';
 import { TestService, eventually } from './helpers/service.ts';

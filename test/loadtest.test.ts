@@ -1,5 +1,6 @@
 /**
- * The load tool (`npm run loadtest`, src/loadtest/): its synthetic VP8 is well-formed, and
+ * The load tool (`npm run loadtest`, src/loadtest/): the synthetic VP8 it publishes
+ * (src/node-client/synthetic-media.ts, as the tests do) is well-formed with a readable send time, and
  * short runs as a child process, against its own in-process server and against a server
  * this test starts, end with zero join failures and every expected track received.
  *
@@ -15,9 +16,11 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import type { RtpPacket } from 'werift';
 import type { Summary } from '../src/loadtest/report.ts';
-import { LatencyRecorder, TrackStats } from '../src/loadtest/subscriber.ts';
-import { OpusSource, Vp8Source, sendTimeOf, wallClockMs } from '../src/loadtest/synthetic-media.ts';
-import { parseVp8 } from './helpers/media.ts';
+import { LatencyRecorder } from '../src/loadtest/latency-recorder.ts';
+import { TrackStats } from '../src/loadtest/track-stats.ts';
+import { parseVp8, sendTimeOf } from '../src/node-client/payload-format.ts';
+import { wallClockMs } from '../src/node-client/payload-marker.ts';
+import { SyntheticSource } from '../src/node-client/synthetic-media.ts';
 import { TestService } from './helpers/service.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -83,9 +86,9 @@ function assertHealthy(r: CliResult, expectedTracks: number): Summary {
   return s;
 }
 
-describe('synthetic media', () => {
+describe('synthetic media as the load tool sends it', () => {
   test('VP8 packets are well-formed RFC 7741 with a readable send time', () => {
-    const src = new Vp8Source({ bitrateKbps: 1500, fps: 30 });
+    const src = new SyntheticSource({ codec: 'vp8', bitrateKbps: 1500, fps: 30 });
     const packets: { marker: boolean; ts: number; payload: Buffer }[] = [];
     const send = (p: RtpPacket) => packets.push({ marker: p.header.marker, ts: p.header.timestamp, payload: Buffer.from(p.payload) });
     src.start(send);
@@ -113,7 +116,7 @@ describe('synthetic media', () => {
         'marker on the last packet only',
       );
       for (const p of frame) {
-        const t = sendTimeOf(p.payload);
+        const t = sendTimeOf('vp8', p.payload);
         assert.ok(Math.abs(t - before) < 1000, `send time ${t} vs now ${before}`);
       }
     }
@@ -124,39 +127,34 @@ describe('synthetic media', () => {
   });
 
   test('delta frames carry the 3-byte frame tag and stay near the bitrate', () => {
-    const src = new Vp8Source({ bitrateKbps: 1000, fps: 25, keyframeInterval: 50 });
+    const src = new SyntheticSource({ codec: 'vp8', bitrateKbps: 1000, fps: 25, keyframeIntervalFrames: 50 });
     let bytes = 0;
     let deltaStarts = 0;
-    const send = (p: RtpPacket) => {
-      bytes += p.payload.length;
-      const info = parseVp8(p.payload)!;
-      if (info.startOfFrame && info.keyframe === false) {
-        deltaStarts++;
-        assert.ok(Number.isFinite(sendTimeOf(p.payload)));
+    // 50 frames (one keyframe interval) through the frame builder, without the timer.
+    for (let i = 0; i < 50; i++) {
+      for (const p of src.nextFrame()) {
+        bytes += p.payload.length;
+        const info = parseVp8(p.payload)!;
+        if (info.startOfFrame && info.keyframe === false) {
+          deltaStarts++;
+          assert.ok(Number.isFinite(sendTimeOf('vp8', p.payload)));
+        }
       }
-    };
-    // Drive 50 frames (one keyframe interval) through the frame builder directly.
-    for (let i = 0; i < 50; i++) (src as unknown as { emitFrame: (s: typeof send) => void }).emitFrame(send);
+    }
     assert.equal(deltaStarts, 49);
     const kbps = (bytes * 8) / 1000 / 2; // 50 frames at 25 fps = 2 s
     assert.ok(Math.abs(kbps - 1000) < 50, `${kbps} kbps`);
   });
 
-  test('Opus packets: 20 ms, Opus-sized, TOC byte', () => {
-    const src = new OpusSource();
-    const sizes: number[] = [];
-    const stamps: number[] = [];
-    const send = (p: RtpPacket) => {
-      sizes.push(p.payload.length);
-      stamps.push(p.header.timestamp);
-      assert.equal(p.payload[0], 0xfc);
-    };
-    for (let i = 0; i < 3; i++) {
-      (src as unknown as { emitFrame: (s: typeof send) => void }).emitFrame(send);
-      (src as unknown as { frame: number }).frame++;
+  test('Opus packets: 20 ms, Opus-sized, TOC byte, a send time', () => {
+    const src = new SyntheticSource({ codec: 'opus' });
+    const frames = [0, 1, 2].map(() => src.nextFrame());
+    for (const [p] of frames) {
+      assert.equal(p!.payload[0], 0xfc);
+      assert.ok(p!.payload.length >= 60 && p!.payload.length <= 100, `size ${p!.payload.length}`);
+      assert.ok(Number.isFinite(sendTimeOf('opus', p!.payload)));
     }
-    assert.deepEqual(sizes, [80, 80, 80]);
-    assert.equal((stamps[1]! - stamps[0]!) >>> 0, 960);
+    assert.equal((frames[1]![0]!.header.timestamp - frames[0]![0]!.header.timestamp) >>> 0, 960);
   });
 });
 

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { RTCPeerConnection } from 'werift';
-import { LOOPBACK_ICE, peerConfig } from '../src/loadtest/peer-config.ts';
+import { LOOPBACK_ICE, peerConfig } from '../src/node-client/peer-config.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import type { Service } from '../src/service.ts';
 import { rawSocket, type RawSocket } from './helpers/client.ts';

@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { RTCPeerConnection } from 'werift';
-import { codecParameters, LOOPBACK_ICE } from '../src/loadtest/peer-config.ts';
+import { codecParameters, LOOPBACK_ICE } from '../src/node-client/peer-config.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import type { Service } from '../src/service.ts';
 import { rawSocket } from './helpers/client.ts';

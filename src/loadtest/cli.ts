@@ -62,7 +62,7 @@ async function main(opts: Options): Promise<void> {
     import('../auth/tokens.ts'),
     import('../config.ts'),
     import('../service.ts'),
-    import('./peer-config.ts'),
+    import('../node-client/peer-config.ts'),
     import('./report.ts'),
     import('./run.ts'),
   ]);

@@ -11,7 +11,7 @@ import type { Grant } from '../auth/tokens.ts';
 import type { Options } from './options.ts';
 import { Participant, type ParticipantSpec } from './participant.ts';
 import { formatProgress, type Summary } from './report.ts';
-import { LatencyRecorder } from './subscriber.ts';
+import { LatencyRecorder } from './latency-recorder.ts';
 
 export interface LoadTarget {
   /** For the report, e.g. "in-process" or the URL. */
@@ -60,7 +60,10 @@ const finite = (v: number) => (Number.isFinite(v) ? Math.round(v * 100) / 100 : 
 function sentByIdentity(participants: Participant[]): Map<string, { video: number; audio: number }> {
   const m = new Map<string, { video: number; audio: number }>();
   for (const p of participants) {
-    if (p.publisher !== undefined) m.set(p.spec.identity, { video: p.publisher.video.packetsSent, audio: p.publisher.audio?.packetsSent ?? 0 });
+    if (p.spec.publisher) {
+      const sent = p.sent();
+      m.set(p.spec.identity, { video: sent.videoPackets, audio: sent.audioPackets });
+    }
   }
   return m;
 }
@@ -101,12 +104,10 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
   const totals = (): Totals => {
     const t: Totals = { txBytes: 0, txPackets: 0, rxBytes: 0, rxPackets: 0, unique: 0, late: 0, duplicates: 0, expected: 0, gaps: 0 };
     for (const p of participants) {
-      const pub = p.publisher;
-      if (pub !== undefined) {
-        t.txBytes += pub.video.bytesSent + (pub.audio?.bytesSent ?? 0);
-        t.txPackets += pub.video.packetsSent + (pub.audio?.packetsSent ?? 0);
-      }
-      for (const tr of p.subscriber.tracks) {
+      const sent = p.sent();
+      t.txBytes += sent.bytes;
+      t.txPackets += sent.videoPackets + sent.audioPackets;
+      for (const tr of p.tracks) {
         t.rxBytes += tr.bytes;
         t.rxPackets += tr.packets;
         t.unique += tr.unique;
@@ -122,7 +123,7 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
   const updateActivity = () => {
     tickNo++;
     for (const p of participants) {
-      for (const tr of p.subscriber.tracks) {
+      for (const tr of p.tracks) {
         if (tr.packets !== tr.tickPackets) tr.lastActiveTick = tickNo;
         tr.tickPackets = tr.packets;
       }
@@ -133,7 +134,7 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
     let n = 0;
     for (const p of participants) {
       let live = 0;
-      for (const tr of p.subscriber.live()) if (tickNo - tr.lastActiveTick < ACTIVE_TICKS) live++;
+      for (const tr of p.client.subscriber.live()) if (tickNo - tr.lastActiveTick < ACTIVE_TICKS) live++;
       n += Math.min(live, p.spec.expectedTracks);
     }
     return n;
@@ -145,7 +146,7 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
     for (const p of participants) {
       if (p.state !== 'joined') continue; // its failure is reported as such
       const have = new Set<string>();
-      for (const tr of p.subscriber.live()) {
+      for (const tr of p.client.subscriber.live()) {
         if (tickNo - tr.lastActiveTick < ACTIVE_TICKS) have.add(`${tr.identity}/${tr.video ? 'video' : 'audio'}`);
       }
       const lacks: string[] = [];
@@ -154,10 +155,10 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
         for (const k of kinds) if (!have.has(`${q.spec.identity}/${k}`)) lacks.push(`${q.spec.identity}/${k}`);
       }
       if (lacks.length === 0) continue;
-      const sub = p.subscriber;
+      const sub = p.client.subscriber;
       out.push(
         `${p.spec.identity} (${p.state}) lacks ${lacks.join(' ')}; subscriber connection ${sub.connectionState}, ` +
-          `${sub.offers} offer(s), ${sub.tracks.length} track(s) mapped`,
+          `${sub.offers} offer(s), ${p.tracks.length} track(s) mapped`,
       );
       if (out.length >= 20) break;
     }
@@ -231,7 +232,7 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
       if (p.state !== 'joined') return true;
       const want = ((joinedPublishers.get(p.spec.room) ?? 0) - (p.spec.publisher ? 1 : 0)) * tracksPerPublisher;
       let have = 0;
-      for (const tr of p.subscriber.live()) if (tr.packets > 0) have++;
+      for (const tr of p.client.subscriber.live()) if (tr.packets > 0) have++;
       return have >= want;
     });
   const settleEnd = performance.now() + opts.joinTimeout * 1000;
@@ -263,13 +264,13 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
   const sentAtEnd = sentByIdentity(participants);
   let copiesSent = 0;
   for (const p of participants) {
-    for (const tr of p.subscriber.tracks) {
+    for (const tr of p.tracks) {
       const a = sentAtStart.get(tr.identity);
       const b = sentAtEnd.get(tr.identity);
       if (a !== undefined && b !== undefined) copiesSent += tr.video ? b.video - a.video : b.audio - a.audio;
     }
   }
-  const unmapped = participants.reduce((a, p) => a + p.subscriber.unmapped, 0);
+  const unmapped = participants.reduce((a, p) => a + p.client.subscriber.unmapped, 0);
   const invalidTimes = latency.invalid;
 
   // ---- teardown ----------------------------------------------------------------------

@@ -1,9 +1,10 @@
 /**
- * TestClient: a real werift participant speaking the signaling protocol v1
- * (docs/signaling.md) over a real WebSocket. It publishes synthetic RTP
- * (test/helpers/media.ts) on a "publisher" PeerConnection (client offers) and receives
- * everyone else on a "subscriber" PeerConnection (server offers), counting and verifying
- * every packet it gets.
+ * TestClient: a real werift participant for the tests, built on the project's one Node
+ * client (src/node-client/signaling-client.ts: the signaling protocol v1 of
+ * docs/signaling.md over a real WebSocket, a "publisher" PeerConnection fed by synthetic
+ * RTP, a "subscriber" PeerConnection for everyone else). What this layer adds for tests:
+ * every received packet is counted and verified (RemoteTrack), every server message is
+ * kept, and every wait has a timeout that fails with a description of what was seen.
  *
  *   const c = await TestClient.join({ wsUrl, token, name: 'Alice' });
  *   const cam = await c.publish('video');                  // VP8 by default
@@ -11,10 +12,9 @@
  *   assert.equal(t.corrupt, 0);
  *   await c.close();
  *
- * Every wait has a timeout and fails with a description of what was seen. `close()` is
- * idempotent and leaves no timers, sockets or PeerConnections behind.
+ * `close()` is idempotent and leaves no timers, sockets or PeerConnections behind.
  */
-import { WebSocket, type RawData } from 'ws';
+import { WebSocket } from 'ws';
 import {
   GenericNack,
   RTCPeerConnection,
@@ -22,24 +22,24 @@ import {
   useAbsSendTime,
   useSdesMid,
   useTransportWideCC,
-  type MediaStreamTrack,
   type PeerConfig,
-  type RTCIceCandidate,
   type RTCRtpTransceiver,
   type RtpPacket,
 } from 'werift';
-import type { IceCandidateInit, LeaveReason, ParticipantInfo, ServerMessage, Target, TrackInfo } from '../../src/signaling/messages.ts';
-import { codecParameters, LOOPBACK_ICE } from '../../src/loadtest/peer-config.ts';
-import { SyntheticSource, codecName, isKeyframe, verifyPayload, type SyntheticCodec } from './media.ts';
+import type { LeaveReason, ParticipantInfo, ServerMessage, Target, TrackInfo } from '../../src/signaling/messages.ts';
+import { LocalTrack, type Kind, type TrackSource } from '../../src/node-client/local-track.ts';
+import { codecName, isKeyframe, verifyPayload } from '../../src/node-client/payload-format.ts';
+import { codecParameters, LOOPBACK_ICE } from '../../src/node-client/peer-config.ts';
+import { ServerError } from '../../src/node-client/server-error.ts';
+import { SignalingClient, type JoinedMessage, type MessageOf, type RequestId } from '../../src/node-client/signaling-client.ts';
+import type { OfferedTrack, TrackSink } from '../../src/node-client/subscriber-connection.ts';
+import type { SyntheticCodec } from '../../src/node-client/synthetic-media.ts';
 
 // ---- types ------------------------------------------------------------------------------
 
-export type MessageOf<T extends ServerMessage['type']> = Extract<ServerMessage, { type: T }>;
-export type JoinedMessage = MessageOf<'joined'>;
-export type Kind = 'audio' | 'video';
+export type { JoinedMessage, Kind, MessageOf, RequestId, TrackSource };
+export { LocalTrack, ServerError };
 export type VideoCodec = 'vp8' | 'vp9' | 'h264';
-export type TrackSource = TrackInfo['source'];
-export type RequestId = string | number;
 
 export interface TestClientOptions {
   /** e.g. ws://127.0.0.1:PORT/video/ws */
@@ -67,7 +67,7 @@ export interface PublishOptions {
   /** Video only; must be the client's `videoCodec` (the publisher PC offers just that one). */
   codec?: VideoCodec;
   source?: TrackSource;
-  /** Sent in `track_info` (default `${kind}-${mid}`); also used to match our own `track_published`. */
+  /** Sent in `track_info` (default `${kind}-${mid}`). */
   name?: string;
   /** Send `track_info` before the offer (default true). */
   trackInfo?: boolean;
@@ -75,56 +75,10 @@ export interface PublishOptions {
   sourceId?: number;
   fps?: number;
   bitrateKbps?: number;
+  /** Default: a keyframe every 3 s. */
   keyframeIntervalFrames?: number;
   /** Start sending RTP once the answer is applied (default true). */
   startMedia?: boolean;
-}
-
-/** Thrown when the server answers a request with `error`. */
-export class ServerError extends Error {
-  readonly code: string;
-  readonly reply: MessageOf<'error'>;
-  constructor(reply: MessageOf<'error'>) {
-    super(`${reply.code}: ${reply.message}`);
-    this.name = 'ServerError';
-    this.code = reply.code;
-    this.reply = reply;
-  }
-}
-
-/** One track this client publishes. */
-export class LocalTrack {
-  readonly kind: Kind;
-  readonly codec: SyntheticCodec;
-  readonly transceiver: RTCRtpTransceiver;
-  readonly source: SyntheticSource;
-  name: string | undefined;
-  readonly sourceKind: TrackSource | undefined;
-  mid: string | undefined;
-  /** From our own `track_published` (the server sends it to the publisher too). */
-  trackSid: string | undefined;
-  info: TrackInfo | undefined;
-  /** PLIs the server sent us for this track (each forces a keyframe). */
-  plisReceived = 0;
-  /** NACK messages and the sequence numbers they asked for. */
-  nacksReceived = 0;
-  readonly nackedSeqs: number[] = [];
-  unpublished = false;
-  muted = false;
-  constructor(init: { kind: Kind; codec: SyntheticCodec; transceiver: RTCRtpTransceiver; source: SyntheticSource; name?: string; sourceKind?: TrackSource }) {
-    this.kind = init.kind;
-    this.codec = init.codec;
-    this.transceiver = init.transceiver;
-    this.source = init.source;
-    this.name = init.name;
-    this.sourceKind = init.sourceKind;
-  }
-  get sourceId(): number {
-    return this.source.sourceId;
-  }
-  get packetsSent(): number {
-    return this.source.packetsSent;
-  }
 }
 
 export interface RetransmissionObservation {
@@ -135,7 +89,7 @@ export interface RetransmissionObservation {
 }
 
 /** One remote track as received on the subscriber connection, with what arrived. */
-export class RemoteTrack {
+export class RemoteTrack implements TrackSink {
   readonly mid: string;
   readonly trackSid: string;
   readonly identity: string;
@@ -174,18 +128,11 @@ export class RemoteTrack {
   ended = false;
   endedAt: number | undefined;
   private readonly keep: number;
+  private readonly changed: () => void;
   private lastKeyframeTs: number | undefined;
   private readonly seen = new Uint8Array(65536);
 
-  constructor(init: {
-    mid: string;
-    trackSid: string;
-    identity: string;
-    participantSid: string;
-    kind: Kind;
-    transceiver: RTCRtpTransceiver;
-    keep: number;
-  }) {
+  constructor(init: { mid: string; trackSid: string; identity: string; participantSid: string; kind: Kind; transceiver: RTCRtpTransceiver; keep: number; changed?: () => void }) {
     this.mid = init.mid;
     this.trackSid = init.trackSid;
     this.identity = init.identity;
@@ -193,12 +140,16 @@ export class RemoteTrack {
     this.kind = init.kind;
     this.transceiver = init.transceiver;
     this.keep = init.keep;
+    this.changed = init.changed ?? (() => {});
   }
 
   /** @internal */
-  onPacket(rtp: RtpPacket, codec: string | undefined): void {
+  onPacket(rtp: RtpPacket): void {
     const now = Date.now();
-    const { sequenceNumber: seq, timestamp, ssrc, marker } = rtp.header;
+    const { sequenceNumber: seq, timestamp, ssrc, marker, payloadType } = rtp.header;
+    const t = this.transceiver;
+    const mime = t.codecs.find((c) => c.payloadType === payloadType)?.mimeType ?? t.receiver.tracks[0]?.codec?.mimeType;
+    const codec = mime === undefined ? undefined : codecName(mime);
     this.packets++;
     this.bytes += rtp.payload.length;
     this.ssrc = ssrc;
@@ -245,6 +196,14 @@ export class RemoteTrack {
     if (marker) this.frames++;
     this.lastPayloads.push(rtp.payload);
     if (this.lastPayloads.length > this.keep) this.lastPayloads.shift();
+    this.changed();
+  }
+
+  /** @internal */
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.endedAt = Date.now();
   }
 
   summary(): string {
@@ -256,16 +215,12 @@ export class RemoteTrack {
   }
 }
 
-// ---- codecs -----------------------------------------------------------------------------
-
 // ---- waiting ----------------------------------------------------------------------------
 
 interface Waiter {
   check: () => boolean;
   fail: (err: Error) => void;
 }
-
-const REPLY_TYPES = new Set(['joined', 'answer', 'ack', 'pong', 'error']);
 
 function describeMessage(m: ServerMessage): string {
   const { sdp: _sdp, ...rest } = m as ServerMessage & { sdp?: string };
@@ -278,41 +233,19 @@ export class TestClient {
   readonly opts: TestClientOptions;
   readonly timeoutMs: number;
   readonly videoCodec: VideoCodec;
-  /** The `joined` reply, once joined (replaced by a later `reconnect`). */
-  joined: JoinedMessage | undefined;
   /** Every server message, in order. */
   readonly messages: ServerMessage[] = [];
   /** Server messages that are not replies to our requests and not candidates (participant_joined, offer, track_*, left, error, …). */
   readonly events: ServerMessage[] = [];
-  readonly localTracks: LocalTrack[] = [];
   /** Remote tracks ever received (ended ones stay, with `ended` set). */
   readonly remoteTracks: RemoteTrack[] = [];
   /** Problems in our own handling (failed negotiation, rejected answers, bad JSON from the server). */
   readonly failures: string[] = [];
-  publisherPc: RTCPeerConnection | undefined;
-  subscriberPc: RTCPeerConnection | undefined;
-  subscriberOffers = 0;
-  subscriberAnswers = 0;
-  /** Packets on subscriber m-lines that no offer mapped to a track. */
-  unmappedPackets = 0;
-  /** How the current (or last) socket closed. */
-  socketClose: { code: number; reason: string } | undefined;
+  /** The shared Node client underneath. */
+  readonly client: SignalingClient<RemoteTrack>;
 
-  private ws: WebSocket | undefined;
-  private nextId = 1;
   private nextSourceId = 1;
-  private readonly pending = new Map<RequestId, { resolve: (m: ServerMessage) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private readonly waiters = new Set<Waiter>();
-  private pubQueue: Promise<unknown> = Promise.resolve();
-  private subQueue: Promise<unknown> = Promise.resolve();
-  private readonly canTrickle: Record<Target, boolean> = { publisher: false, subscriber: false };
-  private readonly localCandidates: Record<Target, (IceCandidateInit | null)[]> = { publisher: [], subscriber: [] };
-  /** Server candidates that arrived before their connection had a remote description. */
-  private readonly remoteCandidates: Record<Target, IceCandidateInit[]> = { publisher: [], subscriber: [] };
-  private latestOfferTracks: MessageOf<'offer'>['tracks'] = {};
-  private readonly slots = new Map<RTCRtpTransceiver, { transceiver: RTCRtpTransceiver; current: RemoteTrack | undefined }>();
-  private readonly attachedTracks = new WeakSet<MediaStreamTrack>();
-  private pcsClosed = false;
   private closed = false;
   private closing: Promise<void> | undefined;
 
@@ -320,6 +253,22 @@ export class TestClient {
     this.opts = opts;
     this.timeoutMs = opts.timeoutMs ?? 15_000;
     this.videoCodec = opts.videoCodec ?? 'vp8';
+    this.client = new SignalingClient<RemoteTrack>({
+      wsUrl: opts.wsUrl,
+      timeoutMs: this.timeoutMs,
+      useIceServers: opts.useIceServers,
+      peerConfig: (target) => this.peerConfig(target),
+      sinkFor: (info, mid, transceiver) => this.openRemote(info, mid, transceiver),
+      hooks: {
+        message: (msg, reply) => this.onServerMessage(msg, reply),
+        problem: (what) => {
+          this.failures.push(what);
+          this.notify();
+        },
+        changed: () => this.notify(),
+        log: (line) => this.log(line),
+      },
+    });
   }
 
   /** Connects and joins; throws `ServerError` if the server refuses (the client is closed then). */
@@ -335,16 +284,51 @@ export class TestClient {
     return c;
   }
 
+  /** The `joined` reply, once joined (replaced by a later `reconnect`). */
+  get joined(): JoinedMessage | undefined {
+    return this.client.joined;
+  }
+
   get identity(): string | undefined {
-    return this.joined?.participant.identity;
+    return this.client.identity;
   }
 
   get participantSid(): string | undefined {
-    return this.joined?.participant.sid;
+    return this.client.participantSid;
   }
 
   get socketOpen(): boolean {
-    return this.ws?.readyState === WebSocket.OPEN;
+    return this.client.socketOpen;
+  }
+
+  /** How the current (or last) socket closed. */
+  get socketClose(): { code: number; reason: string } | undefined {
+    return this.client.socketClose;
+  }
+
+  get localTracks(): readonly LocalTrack[] {
+    return this.client.localTracks;
+  }
+
+  get publisherPc(): RTCPeerConnection | undefined {
+    return this.client.publisher?.pc;
+  }
+
+  get subscriberPc(): RTCPeerConnection | undefined {
+    return this.client.subscriber.pc;
+  }
+
+  get subscriberOffers(): number {
+    return this.client.subscriber.offers;
+  }
+
+  get subscriberAnswers(): number {
+    return this.client.subscriber.answers;
+  }
+
+  /** Packets on subscriber m-lines that no offer mapped to a track. */
+  get unmappedPackets(): number {
+    return this.client.subscriber.unmapped;
   }
 
   private get label(): string {
@@ -355,51 +339,17 @@ export class TestClient {
     this.opts.log?.(`[${this.label}] ${line}`);
   }
 
-  // ---- WebSocket -------------------------------------------------------------------------
+  // ---- signaling -------------------------------------------------------------------------
 
   /** Opens the WebSocket (without joining). */
-  async connect(): Promise<void> {
-    if (this.closed) throw new Error('client is closed');
-    const ws = new WebSocket(this.opts.wsUrl);
-    this.ws = ws;
-    this.socketClose = undefined;
-    ws.on('message', (data, isBinary) => {
-      if (this.ws === ws) this.onSocketMessage(data, isBinary);
-    });
-    ws.on('close', (code, reason) => {
-      if (this.ws !== ws) return;
-      this.socketClose = { code, reason: reason.toString('utf8') };
-      this.log(`socket closed ${code} ${this.socketClose.reason}`);
-      this.rejectPending(new Error(`socket closed (${code} ${this.socketClose.reason})`));
-      this.notify();
-    });
-    ws.on('error', (err) => this.log(`socket error: ${err.message}`));
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        ws.terminate();
-        reject(new Error(`WebSocket connect to ${this.opts.wsUrl} timed out`));
-      }, this.timeoutMs);
-      ws.once('open', () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      ws.once('unexpected-response', (_req, res) => {
-        clearTimeout(timer);
-        reject(new Error(`WebSocket upgrade refused: HTTP ${res.statusCode}`));
-        ws.terminate();
-      });
-      ws.once('error', (err) => {
-        clearTimeout(timer);
-        reject(err);
-      });
-    });
+  connect(): Promise<void> {
+    if (this.closed) return Promise.reject(new Error('client is closed'));
+    return this.client.connect();
   }
 
   /** Sends any JSON value (or a raw string) as it is, no id added. */
   send(msg: object | string): void {
-    const ws = this.ws;
-    if (ws === undefined || ws.readyState !== WebSocket.OPEN) throw new Error('socket is not open');
-    ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+    this.client.send(msg);
   }
 
   /**
@@ -407,44 +357,17 @@ export class TestClient {
    * reply to it — `error` replies included; see `call` for throwing on them.
    */
   request(msg: Record<string, unknown>, timeoutMs = this.timeoutMs): Promise<ServerMessage> {
-    const id: RequestId = (msg.id as RequestId | undefined) ?? `c${this.nextId++}`;
-    return new Promise<ServerMessage>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`no reply to ${String(msg.type)} (id ${id}) within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this.pending.set(id, { resolve, reject, timer });
-      try {
-        this.send({ ...msg, id });
-      } catch (err) {
-        clearTimeout(timer);
-        this.pending.delete(id);
-        reject(err as Error);
-      }
-    });
+    return this.client.request(msg, timeoutMs);
   }
 
   /** `request`, but an `error` reply throws `ServerError`. */
-  async call(msg: Record<string, unknown>, timeoutMs = this.timeoutMs): Promise<ServerMessage> {
-    const reply = await this.request(msg, timeoutMs);
-    if (reply.type === 'error') throw new ServerError(reply);
-    return reply;
+  call(msg: Record<string, unknown>, timeoutMs = this.timeoutMs): Promise<ServerMessage> {
+    return this.client.call(msg, timeoutMs);
   }
 
   /** Sends `join`; resolves with `joined`, throws `ServerError` on `error`. */
-  async join(opts: { token?: string; name?: string; protocol?: number } = {}): Promise<JoinedMessage> {
-    const reply = await this.call({
-      type: 'join',
-      protocol: opts.protocol ?? this.opts.protocol ?? 1,
-      token: opts.token ?? this.opts.token,
-      ...((opts.name ?? this.opts.name) !== undefined ? { name: opts.name ?? this.opts.name } : {}),
-    });
-    if (reply.type !== 'joined') throw new Error(`unexpected reply to join: ${reply.type}`);
-    this.joined = reply;
-    this.flushCandidates('publisher');
-    this.flushCandidates('subscriber');
-    this.log(`joined as ${reply.participant.identity} (${reply.participant.sid}) resumed=${reply.resumed}`);
-    return reply;
+  join(opts: { token?: string; name?: string; protocol?: number } = {}): Promise<JoinedMessage> {
+    return this.client.join({ token: opts.token ?? this.opts.token, name: opts.name ?? this.opts.name, protocol: opts.protocol ?? this.opts.protocol });
   }
 
   /** After `dropWebSocket()`: a new socket and `join` (same token by default); PeerConnections are kept. */
@@ -454,59 +377,12 @@ export class TestClient {
     return this.join(opts);
   }
 
-  private onSocketMessage(data: RawData, isBinary: boolean): void {
-    if (isBinary) {
-      this.failures.push('server sent a binary frame');
-      return;
-    }
-    let msg: ServerMessage;
-    try {
-      msg = JSON.parse(data.toString()) as ServerMessage;
-    } catch {
-      this.failures.push(`server sent invalid JSON: ${data.toString().slice(0, 100)}`);
-      return;
-    }
+  private onServerMessage(msg: ServerMessage, reply: boolean): void {
     this.messages.push(msg);
-    const id = (msg as { id?: RequestId }).id;
-    if (id !== undefined && REPLY_TYPES.has(msg.type)) {
-      const p = this.pending.get(id);
-      if (p !== undefined) {
-        this.pending.delete(id);
-        clearTimeout(p.timer);
-        p.resolve(msg);
-        this.notify();
-        return;
-      }
-    }
-    if (msg.type !== 'candidate') {
+    if (!reply && msg.type !== 'candidate') {
       this.events.push(msg);
       this.log(`event ${describeMessage(msg)}`);
-    }
-    switch (msg.type) {
-      case 'offer':
-        this.enqueueSub(() => this.onSubscriberOffer(msg));
-        break;
-      case 'candidate':
-        if (msg.target === 'publisher') this.enqueuePub(() => this.addRemoteCandidate('publisher', msg.candidate));
-        else this.enqueueSub(() => this.addRemoteCandidate('subscriber', msg.candidate));
-        break;
-      case 'track_published':
-        if (msg.participantSid === this.participantSid) this.onOwnTrackPublished(msg.track);
-        break;
-      case 'error':
-        this.log(`server error ${msg.code}: ${msg.message}`);
-        break;
-      default:
-        break;
-    }
-    this.notify();
-  }
-
-  private rejectPending(err: Error): void {
-    for (const [id, p] of this.pending) {
-      clearTimeout(p.timer);
-      p.reject(err);
-      this.pending.delete(id);
+      if (msg.type === 'error') this.log(`server error ${msg.code}: ${msg.message}`);
     }
   }
 
@@ -603,7 +479,6 @@ export class TestClient {
   // ---- PeerConnections -------------------------------------------------------------------
 
   private peerConfig(target: Target): Partial<PeerConfig> {
-    const iceServers = this.opts.useIceServers && this.joined !== undefined ? this.joined.iceServers : [];
     const codecs =
       target === 'publisher'
         ? { audio: [codecParameters('opus')], video: [codecParameters(this.videoCodec)] }
@@ -614,81 +489,13 @@ export class TestClient {
         audio: [useSdesMid(), useTransportWideCC()],
         video: target === 'publisher' ? [useSdesMid(), useTransportWideCC()] : [useSdesMid(), useAbsSendTime(), useTransportWideCC()],
       },
-      iceServers,
+      iceServers: [],
       // max-compat would gather a transport per m-line of a first offer and, once the answer
       // bundles them, never close the extra ones (their UDP sockets leak past pc.close()).
       bundlePolicy: 'max-bundle',
       ...LOOPBACK_ICE,
       ...this.opts.peerConfig,
     };
-  }
-
-  private createPc(target: Target): RTCPeerConnection {
-    const pc = new RTCPeerConnection(this.peerConfig(target));
-    pc.onIceCandidate.subscribe((c: RTCIceCandidate | undefined) => {
-      const init: IceCandidateInit | null = c === undefined ? null : { candidate: c.candidate, sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null };
-      this.localCandidates[target].push(init);
-      this.flushCandidates(target);
-    });
-    pc.connectionStateChange.subscribe((state) => {
-      this.log(`${target} ${state}`);
-      if (target === 'publisher' && state === 'connected') {
-        // Packets sent before DTLS completed were dropped: start clean with a keyframe.
-        for (const t of this.localTracks) t.source.forceKeyframe();
-      }
-      this.notify();
-    });
-    return pc;
-  }
-
-  private flushCandidates(target: Target): void {
-    if (!this.canTrickle[target] || !this.socketOpen) return;
-    const list = this.localCandidates[target];
-    while (list.length > 0) {
-      try {
-        this.send({ type: 'candidate', target, candidate: list[0] });
-      } catch {
-        return;
-      }
-      list.shift();
-    }
-  }
-
-  private async addRemoteCandidate(target: Target, c: IceCandidateInit | null): Promise<void> {
-    const pc = target === 'publisher' ? this.publisherPc : this.subscriberPc;
-    if (this.pcsClosed || c === null || c.candidate === '') return;
-    if (pc === undefined || pc.remoteDescription === null) {
-      if (this.remoteCandidates[target].length < 100) this.remoteCandidates[target].push(c);
-      return;
-    }
-    try {
-      await pc.addIceCandidate({
-        candidate: c.candidate.replace(/^a=/, ''),
-        sdpMid: c.sdpMid ?? undefined,
-        sdpMLineIndex: c.sdpMLineIndex ?? undefined,
-      });
-    } catch (err) {
-      this.failures.push(`${target} addIceCandidate: ${(err as Error).message}`);
-    }
-  }
-
-  private async drainRemoteCandidates(target: Target): Promise<void> {
-    const list = this.remoteCandidates[target];
-    this.remoteCandidates[target] = [];
-    for (const c of list) await this.addRemoteCandidate(target, c);
-  }
-
-  private enqueuePub<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.pubQueue.then(fn);
-    this.pubQueue = run.catch(() => {});
-    return run;
-  }
-
-  private enqueueSub(fn: () => Promise<void>): void {
-    this.subQueue = this.subQueue.then(fn).catch((err: unknown) => {
-      this.failures.push(`subscriber: ${(err as Error).message}`);
-      this.notify();
-    });
   }
 
   /** Resolves when the PeerConnection for `target` reaches `state` (default connected). */
@@ -713,95 +520,25 @@ export class TestClient {
    * the answer, and starts the synthetic sources. Throws `ServerError` if the server refuses.
    */
   publishTracks(specs: (PublishOptions & { kind: Kind })[]): Promise<LocalTrack[]> {
-    return this.enqueuePub(async () => {
-      if (this.closed || this.pcsClosed) throw new Error('client is closed');
-      const pc = (this.publisherPc ??= this.createPc('publisher'));
-      const locals = specs.map((spec) => {
-        if (spec.kind === 'video' && spec.codec !== undefined && spec.codec !== this.videoCodec) {
-          throw new Error(`this client publishes ${this.videoCodec}; create one with videoCodec: '${spec.codec}'`);
-        }
+    if (this.closed) return Promise.reject(new Error('client is closed'));
+    for (const spec of specs) {
+      if (spec.kind === 'video' && spec.codec !== undefined && spec.codec !== this.videoCodec) {
+        return Promise.reject(new Error(`this client publishes ${this.videoCodec}; create one with videoCodec: '${spec.codec}'`));
+      }
+      if (spec.kind === 'video' && this.videoCodec === 'vp9') return Promise.reject(new Error('no synthetic VP9 source; publish vp8 or h264'));
+    }
+    return this.client.publish(
+      specs.map(({ codec: _codec, ...spec }) => {
         const codec: SyntheticCodec = spec.kind === 'audio' ? 'opus' : this.videoCodec === 'h264' ? 'h264' : 'vp8';
-        if (spec.kind === 'video' && this.videoCodec === 'vp9') throw new Error('no synthetic VP9 source; publish vp8 or h264');
-        const transceiver = pc.addTransceiver(spec.kind, { direction: 'sendonly' });
-        const source = new SyntheticSource({
-          codec,
-          sourceId: spec.sourceId ?? this.nextSourceId++,
-          fps: spec.fps,
-          bitrateKbps: spec.bitrateKbps,
-          keyframeIntervalFrames: spec.keyframeIntervalFrames,
-        });
-        const local = new LocalTrack({ kind: spec.kind, codec, transceiver, source, name: spec.name, sourceKind: spec.source });
-        transceiver.sender.onPictureLossIndication.subscribe(() => {
-          local.plisReceived++;
-          source.forceKeyframe();
-          this.notify();
-        });
-        transceiver.sender.onGenericNack.subscribe((nack) => {
-          local.nacksReceived++;
-          local.nackedSeqs.push(...nack.lost);
-          this.notify();
-        });
-        this.localTracks.push(local);
-        return { local, spec };
-      });
-      await pc.setLocalDescription(await pc.createOffer());
-      for (const { local, spec } of locals) {
-        local.mid = local.transceiver.mid ?? undefined;
-        local.name ??= `${local.kind}-${local.mid}`;
-        if (spec.trackInfo !== false && local.mid !== undefined) {
-          // Sent before the offer (the server applies messages in order); not awaited.
-          this.request({
-            type: 'track_info',
-            mid: local.mid,
-            name: local.name,
-            ...(spec.source !== undefined ? { source: spec.source } : {}),
-          }).then(
-            (reply) => {
-              if (reply.type === 'error') this.failures.push(`track_info for mid ${local.mid}: ${reply.code} ${reply.message}`);
-            },
-            () => {},
-          );
-        }
-      }
-      let reply: ServerMessage;
-      try {
-        reply = await this.negotiatePublisher(pc);
-      } catch (err) {
-        for (const { local } of locals) local.unpublished = true;
-        throw err;
-      }
-      if (reply.type !== 'answer') throw new Error(`unexpected reply to offer: ${reply.type}`);
-      for (const { local, spec } of locals) {
-        if (spec.startMedia !== false) this.startMedia(local);
-      }
-      return locals.map((l) => l.local);
-    });
-  }
-
-  /** Sends the current local offer, applies the answer. */
-  private async negotiatePublisher(pc: RTCPeerConnection): Promise<ServerMessage> {
-    if (pc.signalingState !== 'have-local-offer') await pc.setLocalDescription(await pc.createOffer());
-    const p = this.call({ type: 'offer', target: 'publisher', sdp: pc.localDescription!.sdp });
-    this.canTrickle.publisher = true;
-    this.flushCandidates('publisher');
-    let reply: ServerMessage;
-    try {
-      reply = await p;
-    } catch (err) {
-      await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
-      throw err;
-    }
-    if (reply.type === 'answer') {
-      await pc.setRemoteDescription({ type: 'answer', sdp: reply.sdp });
-      await this.drainRemoteCandidates('publisher');
-    }
-    return reply;
+        const fps = spec.fps ?? 30;
+        return { ...spec, codec, sourceId: spec.sourceId ?? this.nextSourceId++, keyframeIntervalFrames: spec.keyframeIntervalFrames ?? Math.round(fps * 3) };
+      }),
+    );
   }
 
   /** Starts (or resumes) feeding a local track's synthetic source into its sender. */
   startMedia(local: LocalTrack): void {
-    const sender = local.transceiver.sender;
-    local.source.start((packet) => sender.sendRtp(packet));
+    this.client.publisher?.startMedia(local);
   }
 
   /** Pauses a local track's source (nothing is sent until `startMedia`). */
@@ -810,29 +547,13 @@ export class TestClient {
   }
 
   /** Stops sending on a track: direction inactive and a new offer (the server unpublishes it). */
-  unpublish(local: LocalTrack): Promise<void> {
-    return this.enqueuePub(async () => {
-      local.source.stop();
-      local.unpublished = true;
-      const pc = this.publisherPc;
-      if (pc === undefined || this.pcsClosed) return;
-      local.transceiver.setDirection('inactive');
-      await this.negotiatePublisher(pc);
-    });
+  async unpublish(local: LocalTrack): Promise<void> {
+    await this.client.publisher?.unpublish(local);
   }
 
   /** Waits for our own `track_published` for `local` and returns its sid. */
   waitForTrackSid(local: LocalTrack, timeoutMs = this.timeoutMs): Promise<string> {
     return this.waitUntil(() => local.trackSid, timeoutMs, () => `track_published for our ${local.kind} mid=${local.mid}`);
-  }
-
-  private onOwnTrackPublished(track: TrackInfo): void {
-    if (this.localTracks.some((t) => t.trackSid === track.sid)) return;
-    const unassigned = this.localTracks.filter((t) => t.trackSid === undefined && t.kind === track.kind && !t.unpublished);
-    const local = unassigned.find((t) => t.name !== undefined && t.name === track.name) ?? unassigned[0];
-    if (local === undefined) return;
-    local.trackSid = track.sid;
-    local.info = track;
   }
 
   /** `mute` request; with `stopSending` (default true) our source pauses/resumes too. */
@@ -843,7 +564,7 @@ export class TestClient {
       local.muted = muted;
       if (opts.stopSending !== false) {
         if (muted) local.source.stop();
-        else if (!local.unpublished) this.startMedia(local);
+        else this.startMedia(local);
       }
     }
     return reply;
@@ -851,102 +572,19 @@ export class TestClient {
 
   // ---- subscribing -----------------------------------------------------------------------
 
-  private async onSubscriberOffer(msg: MessageOf<'offer'>): Promise<void> {
-    this.subscriberOffers++;
-    if (this.closed || this.pcsClosed) return;
-    this.latestOfferTracks = msg.tracks;
-    const pc = (this.subscriberPc ??= this.createSubscriberPc());
-    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
-    for (const t of pc.getTransceivers()) this.hookTransceiver(t);
-    await this.drainRemoteCandidates('subscriber');
-    await pc.setLocalDescription(await pc.createAnswer());
-    this.applyTrackMapping(msg.tracks);
-    const id = `sa${this.nextId++}`;
-    const acked = this.request({ type: 'answer', id, target: 'subscriber', sdp: pc.localDescription!.sdp });
-    this.canTrickle.subscriber = true;
-    this.flushCandidates('subscriber');
-    this.subscriberAnswers++;
-    this.notify();
-    acked.then(
-      (reply) => {
-        if (reply.type === 'error') {
-          this.failures.push(`subscriber answer rejected: ${reply.code} ${reply.message}`);
-          this.events.push(reply);
-          this.notify();
-        }
-      },
-      () => {},
-    );
-  }
-
-  private createSubscriberPc(): RTCPeerConnection {
-    const pc = this.createPc('subscriber');
-    pc.onRemoteTransceiverAdded.subscribe((t) => this.hookTransceiver(t));
-    return pc;
-  }
-
-  private hookTransceiver(t: RTCRtpTransceiver): void {
-    if (!this.slots.has(t)) {
-      this.slots.set(t, { transceiver: t, current: undefined });
-      t.onTrack.subscribe((track) => this.attachTrack(t, track));
-    }
-    for (const track of t.receiver.tracks) this.attachTrack(t, track);
-  }
-
-  private attachTrack(t: RTCRtpTransceiver, track: MediaStreamTrack): void {
-    if (this.attachedTracks.has(track)) return;
-    this.attachedTracks.add(track);
-    const slot = this.slots.get(t);
-    if (slot === undefined) return;
-    track.onReceiveRtp.subscribe((rtp) => {
-      const rec = slot.current;
-      if (rec === undefined || rec.ended) {
-        this.unmappedPackets++;
-        return;
-      }
-      const pt = rtp.header.payloadType;
-      const mime = t.codecs.find((c) => c.payloadType === pt)?.mimeType ?? track.codec?.mimeType;
-      rec.onPacket(rtp, mime === undefined ? undefined : codecName(mime));
-      this.notify();
+  private openRemote(info: OfferedTrack, mid: string, transceiver: RTCRtpTransceiver): RemoteTrack {
+    const rec = new RemoteTrack({
+      mid,
+      trackSid: info.trackSid,
+      identity: info.identity,
+      participantSid: info.participantSid,
+      kind: info.kind,
+      transceiver,
+      keep: this.opts.keepPayloads ?? 32,
+      changed: () => this.notify(),
     });
-    this.applyTrackMapping(this.latestOfferTracks);
-  }
-
-  /** Points each subscriber m-line at the track the latest offer says it carries. */
-  private applyTrackMapping(tracks: MessageOf<'offer'>['tracks']): void {
-    const pc = this.subscriberPc;
-    if (pc === undefined) return;
-    for (const t of pc.getTransceivers()) {
-      if (!this.slots.has(t)) this.hookTransceiver(t);
-      const slot = this.slots.get(t)!;
-      const mid = t.mid ?? undefined;
-      const info = mid === undefined ? undefined : tracks[mid];
-      const cur = slot.current;
-      if (info !== undefined && (cur === undefined || cur.trackSid !== info.trackSid)) {
-        if (cur !== undefined) this.endRemote(cur);
-        const rec = new RemoteTrack({
-          mid: mid!,
-          trackSid: info.trackSid,
-          identity: info.identity,
-          participantSid: info.participantSid,
-          kind: info.kind,
-          transceiver: t,
-          keep: this.opts.keepPayloads ?? 32,
-        });
-        slot.current = rec;
-        this.remoteTracks.push(rec);
-      } else if (info === undefined && cur !== undefined) {
-        this.endRemote(cur);
-        slot.current = undefined;
-      }
-    }
-    this.notify();
-  }
-
-  private endRemote(rec: RemoteTrack): void {
-    if (rec.ended) return;
-    rec.ended = true;
-    rec.endedAt = Date.now();
+    this.remoteTracks.push(rec);
+    return rec;
   }
 
   /** The live (not ended) remote track with this sid, else the latest ended one. */
@@ -1038,36 +676,26 @@ export class TestClient {
   /** Sends `leave`, waits for `left` and the socket to close, stops our sources. */
   async leave(timeoutMs = this.timeoutMs): Promise<MessageOf<'left'>> {
     const since = this.events.length;
-    this.send({ type: 'leave' });
+    this.send({ type: 'leave', id: `leave-${since}` });
     const left = await this.waitForEvent('left', () => true, timeoutMs, { since });
-    for (const t of this.localTracks) t.source.stop();
+    this.client.publisher?.stopMedia();
     await this.waitForSocketClose(timeoutMs).catch(() => {});
     return left;
   }
 
   /** Resolves when the current socket has closed, with its close code and reason. */
   waitForSocketClose(timeoutMs = this.timeoutMs): Promise<{ code: number; reason: string }> {
-    return this.waitUntil(() => (this.socketOpen ? undefined : (this.socketClose ?? (this.ws === undefined ? { code: 0, reason: '' } : undefined))), timeoutMs, () => 'socket close');
+    return this.waitUntil(() => (this.socketOpen ? undefined : (this.socketClose ?? { code: 0, reason: '' })), timeoutMs, () => 'socket close');
   }
 
-  /** Kills the socket without `leave` (no close frame); PeerConnections and media keep going. */
+  /** Drops the socket without `leave`; PeerConnections and media keep going. */
   dropWebSocket(): void {
-    const ws = this.ws;
-    if (ws === undefined) return;
-    this.ws = undefined;
-    this.socketClose = { code: 1006, reason: 'dropped by test' };
-    ws.terminate();
-    this.rejectPending(new Error('socket dropped'));
-    this.notify();
+    this.client.dropSocket('dropped by test');
   }
 
   /** Closes both PeerConnections and stops media (the socket stays). Later offers are ignored. */
-  async closePeerConnections(): Promise<void> {
-    this.pcsClosed = true;
-    for (const t of this.localTracks) t.source.stop();
-    const pcs = [this.publisherPc, this.subscriberPc].filter((p): p is RTCPeerConnection => p !== undefined);
-    await Promise.allSettled(pcs.map((p) => p.close()));
-    this.notify();
+  closePeerConnections(): Promise<void> {
+    return this.client.closePeerConnections();
   }
 
   /**
@@ -1076,32 +704,13 @@ export class TestClient {
    */
   close(opts: { leave?: boolean } = {}): Promise<void> {
     this.closing ??= (async () => {
-      if (opts.leave && this.socketOpen && this.joined !== undefined) {
-        await this.leave(3000).catch(() => {});
-      }
+      if (opts.leave && this.socketOpen && this.joined !== undefined) await this.leave(3000).catch(() => {});
       this.closed = true;
-      for (const t of this.localTracks) t.source.stop();
-      const ws = this.ws;
-      if (ws !== undefined && ws.readyState !== WebSocket.CLOSED) {
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(() => {
-            ws.terminate();
-            resolve();
-          }, 1000);
-          ws.once('close', () => {
-            clearTimeout(timer);
-            resolve();
-          });
-          if (ws.readyState === WebSocket.CONNECTING) ws.terminate();
-          else ws.close(1000, 'test client closed');
-        });
-      }
-      this.rejectPending(new Error('client closed'));
+      await this.client.close();
       for (const w of [...this.waiters]) {
         this.waiters.delete(w);
         w.fail(new Error(`[${this.label}] client closed during a wait`));
       }
-      await this.closePeerConnections();
     })();
     return this.closing;
   }

@@ -1,19 +1,20 @@
+/**
+ * The one synthetic-media generator (src/node-client/synthetic-media.ts) that the tests and
+ * the load tool publish with, and the payload checks that read it back.
+ */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { RtpPacket } from 'werift';
+import { parseSps } from '../../src/node-client/h264-parameter-sets.ts';
+import { isKeyframe, parseH264, parseVp8, sendTimeOf, verifyPayload } from '../../src/node-client/payload-format.ts';
+import { MARKER_LENGTH, wallClockMs } from '../../src/node-client/payload-marker.ts';
 import {
-  MARKER_LENGTH,
   OPUS_MAX_PACKET_BYTES,
   OPUS_MIN_PACKET_BYTES,
   OPUS_TIMESTAMP_STEP,
   SyntheticSource,
-  isKeyframe,
-  parseH264,
-  parseSps,
-  parseVp8,
-  verifyPayload,
   type SyntheticCodec,
-} from './media.ts';
-import type { RtpPacket } from 'werift';
+} from '../../src/node-client/synthetic-media.ts';
 
 function frames(src: SyntheticSource, n: number): RtpPacket[][] {
   return Array.from({ length: n }, () => src.nextFrame());
@@ -41,7 +42,7 @@ function checkPayloads(codec: SyntheticCodec, packets: RtpPacket[], sourceId: nu
   for (const p of packets) {
     assert.ok(p.payload.length <= 1200, 'fits an MTU');
     const v = verifyPayload(codec, p.payload);
-    assert.deepEqual(v, { ok: true, sourceId, index: v.index });
+    assert.deepEqual({ ok: v.ok, sourceId: v.sourceId, reason: v.reason }, { ok: true, sourceId, reason: undefined });
     assert.ok(!seen.has(v.index!), 'unique marker index');
     seen.add(v.index!);
     // survives a round trip through the RTP serializer
@@ -163,6 +164,41 @@ describe('synthetic media', () => {
     const opus = new SyntheticSource({ codec: 'opus', sourceId: 9 }).nextFrame()[0]!.payload;
     assert.ok(opus.length - 1 >= MARKER_LENGTH);
     assert.equal(verifyPayload('audio/opus', opus).ok, true);
+  });
+
+  it('every payload carries its send time; nextFrame copies survive the source reusing its buffers', () => {
+    const before = wallClockMs();
+    for (const codec of ['vp8', 'opus'] as const) {
+      const src = new SyntheticSource({ codec, sourceId: 3, bitrateKbps: codec === 'vp8' ? 2000 : 32 });
+      const first = src.nextFrame();
+      for (const p of first) {
+        const t = sendTimeOf(codec, p.payload);
+        assert.ok(t >= before - 1 && t <= wallClockMs() + 1, `${codec} send time ${t} vs ${before}`);
+        assert.equal(verifyPayload(codec, p.payload).sentAtMs, t);
+      }
+      // 300 frames go round the 256-slot ring at least once: the first frame's copies are untouched.
+      for (let i = 0; i < 300; i++) src.nextFrame();
+      for (const p of first) assert.equal(verifyPayload(codec, p.payload).ok, true);
+    }
+    assert.ok(Number.isNaN(sendTimeOf('vp8', Buffer.from([0x90, 0x80, 0x80, 0x01, 1, 2, 3]))), 'no marker, no send time');
+  });
+
+  it('the timer path reuses one packet object and stays near the bitrate', async () => {
+    const src = new SyntheticSource({ codec: 'vp8', sourceId: 11, fps: 50, bitrateKbps: 1000, keyframeIntervalFrames: 50 });
+    const objects = new Set<RtpPacket>();
+    let bytes = 0;
+    let corrupt = 0;
+    src.start((p) => {
+      objects.add(p);
+      bytes += p.payload.length;
+      if (!verifyPayload('vp8', p.payload).ok) corrupt++;
+    });
+    await new Promise((r) => setTimeout(r, 1000));
+    src.stop();
+    assert.equal(objects.size, 1, 'one RtpPacket for every packet (werift clones it as it sends)');
+    assert.equal(corrupt, 0);
+    const kbps = (bytes * 8) / 1000 / (src.framesSent / 50);
+    assert.ok(Math.abs(kbps - 1000) < 100, `${kbps.toFixed(0)} kbps`);
   });
 
   it('start/stop drive a timer at the frame rate and leave nothing behind', async () => {

@@ -15,7 +15,7 @@ export interface FrameSink {
  * Runs a synthetic source at `fps` frames a second on the wall clock, as a capture device
  * would: each tick emits the frames that are due (a few at most, so a short stall catches
  * up without a burst), and after a long stall it skips ahead, so timestamps stay on the
- * clock. Used by the load tool's publishers and the tests' synthetic media.
+ * clock. Paces every SyntheticSource (the load tool and the tests).
  */
 export class FrameClock {
   readonly fps: number;
