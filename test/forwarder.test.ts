@@ -6,14 +6,17 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DROP, DROP_WANT_KEYFRAME, FORWARD, Forwarder, type ForwarderPacket, type Verdict } from '../src/sfu/forwarder.ts';
+import { DROP, DROP_WANT_KEYFRAME, FORWARD, Forwarder, type ForwarderContinuation, type ForwarderPacket, type Verdict } from '../src/sfu/forwarder.ts';
 import { PaddingRemover } from '../src/sfu/sequence.ts';
 
 const SSRC = 0x11111111;
 
 function pkt(sequenceNumber: number, timestamp: number, opts: Partial<ForwarderPacket> = {}): ForwarderPacket {
-  return { ssrc: SSRC, layer: 0, sequenceNumber: sequenceNumber & 0xffff, timestamp: timestamp >>> 0, keyframe: false, ...opts };
+  return { ssrc: SSRC, layer: 0, sequenceNumber: sequenceNumber & 0xffff, timestamp: timestamp >>> 0, keyframe: false, arrivalMs: 0, ...opts };
 }
+
+const video = (from?: ForwarderContinuation) => new Forwarder('video', 90_000, from);
+const audio = () => new Forwarder('audio', 48_000);
 
 /** What the subscriber got: the verdict and, when forwarded, the outgoing numbers. */
 interface Out {
@@ -32,7 +35,7 @@ const seqDiff = (a: number, b: number) => (b - a + 0x10000) & 0xffff;
 const tsDiff = (a: number, b: number) => (b - a) >>> 0;
 
 test('video starts on a keyframe: packets before it are dropped with a keyframe request', () => {
-  const f = new Forwarder('video');
+  const f = video();
   assert.equal(push(f, pkt(100, 9000)).verdict, DROP_WANT_KEYFRAME);
   assert.equal(push(f, pkt(101, 9000)).verdict, DROP_WANT_KEYFRAME);
   const first = push(f, pkt(102, 12000, { keyframe: true }));
@@ -46,12 +49,12 @@ test('video starts on a keyframe: packets before it are dropped with a keyframe 
 });
 
 test('audio starts on its first packet', () => {
-  const f = new Forwarder('audio');
+  const f = audio();
   assert.equal(f.push(pkt(7, 960)), FORWARD);
 });
 
 test('loss passes through as a gap of the same size', () => {
-  const f = new Forwarder('video');
+  const f = video();
   const a = push(f, pkt(10, 0, { keyframe: true }));
   push(f, pkt(11, 0));
   const c = push(f, pkt(14, 3000)); // 12 and 13 lost upstream
@@ -59,7 +62,7 @@ test('loss passes through as a gap of the same size', () => {
 });
 
 test('a late packet keeps its place; one older than the start is dropped', () => {
-  const f = new Forwarder('video');
+  const f = video();
   push(f, pkt(50, 0)); // before the start: dropped
   const start = push(f, pkt(52, 3000, { keyframe: true }));
   const ahead = push(f, pkt(54, 3000));
@@ -75,7 +78,7 @@ test('a late packet keeps its place; one older than the start is dropped', () =>
 test('padding-only packets, closed up per incoming stream, leave no gap', () => {
   // What PublishedTrack does before handing packets to every subscriber's forwarder.
   const padding = new PaddingRemover();
-  const f = new Forwarder('video');
+  const f = video();
   const seqs: number[] = [];
   const feed = (seq: number, paddingOnly = false, keyframe = false) => {
     const mapped = padding.map(seq, paddingOnly);
@@ -94,7 +97,7 @@ test('padding-only packets, closed up per incoming stream, leave no gap', () => 
 });
 
 test('sequence numbers and timestamps wrap at 16 and 32 bits; the SRTP index counts on', () => {
-  const f = new Forwarder('video', { sequenceNumber: 65533, timestamp: 0xffffe000, index: 65533 });
+  const f = video({ sequenceNumber: 65533, timestamp: 0xffffe000, index: 65533, arrivalMs: 0 });
   const outs: Out[] = [];
   for (let i = 0; i < 6; i++) outs.push(push(f, pkt(1000 + i, 5000 + i * 3000, { keyframe: i === 0 })));
   assert.deepEqual(
@@ -111,7 +114,7 @@ test('sequence numbers and timestamps wrap at 16 and 32 bits; the SRTP index cou
   assert.ok(outs[2]!.ts! < outs[1]!.ts!, 'the timestamp wrapped');
 
   // The incoming side wraps too.
-  const g = new Forwarder('audio');
+  const g = audio();
   const first = push(g, pkt(65535, 0xffffffff));
   const second = push(g, pkt(0, 959));
   assert.equal(seqDiff(first.seq!, second.seq!), 1);
@@ -119,7 +122,7 @@ test('sequence numbers and timestamps wrap at 16 and 32 bits; the SRTP index cou
 });
 
 test('an SSRC change keeps the output continuous and waits for a keyframe', () => {
-  const f = new Forwarder('video');
+  const f = video();
   push(f, pkt(10, 90_000, { keyframe: true }));
   const last = push(f, pkt(11, 93_000));
   // The publisher restarts its encoder: new SSRC, numbering from elsewhere.
@@ -135,7 +138,7 @@ test('an SSRC change keeps the output continuous and waits for a keyframe', () =
 });
 
 test('an interruption waits for a keyframe and resumes where the subscriber left off', () => {
-  const f = new Forwarder('video');
+  const f = video();
   push(f, pkt(1, 0, { keyframe: true }));
   const last = push(f, pkt(2, 3000));
   f.interrupt(); // e.g. shed under overload for packets 3..99
@@ -145,14 +148,31 @@ test('an interruption waits for a keyframe and resumes where the subscriber left
   assert.equal(tsDiff(last.ts!, resumed.ts!), 3000);
   assert.equal(f.push(pkt(99, 297_000)), DROP, 'from before the resume');
 
-  const a = new Forwarder('audio');
+  const a = audio();
   push(a, pkt(1, 0));
   a.interrupt();
   assert.equal(a.push(pkt(5, 3840)), FORWARD, 'audio never waits');
 });
 
+test('after a long pause the timestamp advances by the time that passed', () => {
+  const f = video();
+  push(f, pkt(1, 0, { keyframe: true, arrivalMs: 1_000 }));
+  const last = push(f, pkt(2, 3000, { arrivalMs: 1_033 }));
+  f.interrupt();
+  // 10 s later, a new source whose timestamps say nothing about that.
+  const resumed = push(f, pkt(900, 55, { ssrc: 0x3333, keyframe: true, arrivalMs: 11_033 }));
+  assert.equal(tsDiff(last.ts!, resumed.ts!), 900_000, '10 s of the 90 kHz clock');
+  assert.equal(seqDiff(last.seq!, resumed.seq!), 1);
+
+  // Across a reused transceiver, too.
+  const c = f.continuation()!;
+  const next = video(c);
+  const out = push(next, pkt(7, 123, { keyframe: true, arrivalMs: c.arrivalMs + 2_000 }));
+  assert.equal(tsDiff(c.timestamp, out.ts!), 180_000, '2 s');
+});
+
 test('a forwarder on a reused transceiver continues the previous numbering and SRTP index', () => {
-  const first = new Forwarder('video');
+  const first = video();
   push(first, pkt(500, 1000, { keyframe: true }));
   let last: Out = { verdict: FORWARD };
   for (let i = 1; i < 70_000; i++) last = push(first, pkt(500 + i, 1000 + i * 30));
@@ -163,7 +183,7 @@ test('a forwarder on a reused transceiver continues the previous numbering and S
   assert.ok(c.index >= 65536, 'past a rollover');
 
   // Another publisher's track on the same sender.
-  const second = new Forwarder('video', c);
+  const second = video(c);
   assert.equal(second.continuation()?.index, c.index, 'nothing sent yet: the same place');
   assert.equal(second.push(pkt(9, 77)), DROP_WANT_KEYFRAME);
   const out = push(second, pkt(10, 80, { keyframe: true }));
@@ -171,11 +191,11 @@ test('a forwarder on a reused transceiver continues the previous numbering and S
   assert.equal(out.index, c.index + 1, 'the rollover counter goes on');
   assert.equal(tsDiff(c.timestamp, out.ts!), 3000);
 
-  assert.equal(new Forwarder('audio').continuation(), undefined, 'nothing sent: nothing to continue');
+  assert.equal(audio().continuation(), undefined, 'nothing sent: nothing to continue');
 });
 
 test('a layer switch happens at a keyframe of the target layer, with no gap', () => {
-  const f = new Forwarder('video');
+  const f = video();
   const low = (seq: number, ts: number, keyframe = false) => pkt(seq, ts, { ssrc: 0xa, layer: 0, keyframe });
   const high = (seq: number, ts: number, keyframe = false) => pkt(seq, ts, { ssrc: 0xb, layer: 1, keyframe });
   push(f, low(100, 0, true));

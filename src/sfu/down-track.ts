@@ -102,7 +102,7 @@ export class DownTrack extends TypedEmitter<DownTrackEvents> {
     this.log = log ?? fallbackLogger().child({ participant: subscriberSid });
     this.sender = weriftSender(transceiver.sender);
     this.video = track.kind === 'video';
-    this.forwarder = new Forwarder(track.kind, continuations.get(transceiver.sender));
+    this.forwarder = new Forwarder(track.kind, track.codec.clockRate, continuations.get(transceiver.sender));
     const sender = transceiver.sender;
     this.subscriptions = [
       sender.onPictureLossIndication.subscribe(() => {

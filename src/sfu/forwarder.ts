@@ -2,11 +2,12 @@ import { SeqUnwrapper } from './sequence.ts';
 
 const SEQ_MOD = 0x10000;
 /**
- * Timestamp advance across a rebase (a new source, a layer switch, a resume), in RTP clock
- * units: one frame at 30 fps on the 90 kHz video clock, one 20 ms Opus frame at 48 kHz.
- * The subscriber's jitter buffer then sees the next frame, not a repeat of the last one.
+ * The least timestamp advance across a rebase (a new source, a layer switch, a resume), in
+ * ms: one frame at 30 fps, one 20 ms Opus frame. The subscriber's jitter buffer then sees
+ * the next frame, not a repeat of the last one. After a longer pause the timestamp advances
+ * by the time that passed, so that the receiver's clock and its A/V sync stay right.
  */
-const REBASE_TS_STEP = { audio: 960, video: 3000 } as const;
+const REBASE_MIN_STEP_MS = { audio: 20, video: 1000 / 30 } as const;
 
 /** What the Forwarder reads of one incoming packet (PublishedTrack's ForwardedPacket has these). */
 export interface ForwarderPacket {
@@ -17,6 +18,8 @@ export interface ForwarderPacket {
   sequenceNumber: number;
   timestamp: number;
   keyframe: boolean;
+  /** When the packet arrived (ms, performance.now()): sets the timestamp advance across a rebase. */
+  arrivalMs: number;
 }
 
 /**
@@ -29,6 +32,8 @@ export interface ForwarderContinuation {
   timestamp: number;
   /** `sequenceNumber` unwrapped: the SRTP rollover counter is `Math.floor(index / 65536)`. */
   index: number;
+  /** When the packet that carried them arrived (ms, performance.now()). */
+  arrivalMs: number;
 }
 
 /** `push` verdicts. */
@@ -46,7 +51,7 @@ export type Verdict = typeof FORWARD | typeof DROP | typeof DROP_WANT_KEYFRAME;
  * The subscriber sees one continuous stream whatever the source does: video starts on a
  * keyframe; a new source SSRC, a switch to another layer, or a resume after an interruption
  * is rebased so that numbering goes on from the last packet sent (sequence +1, timestamp +
- * one frame); packets older than the start of the current source are dropped (their frame
+ * the time since, at least one frame); packets older than the start of the current source are dropped (their frame
  * never reached the subscriber); loss and reordering pass through as they came.
  *
  * Layers: packets carry a layer; the forwarder forwards its current layer and switches to
@@ -58,6 +63,8 @@ export type Verdict = typeof FORWARD | typeof DROP | typeof DROP_WANT_KEYFRAME;
  */
 export class Forwarder {
   readonly kind: 'audio' | 'video';
+  /** RTP clock rate of the track (Hz). */
+  readonly clockRate: number;
   /** Outgoing sequence number, timestamp and unwrapped index of the packet last forwarded. */
   sequenceNumber = 0;
   timestamp = 0;
@@ -74,20 +81,24 @@ export class Forwarder {
   /** Newest outgoing sequence number and timestamp: the next rebase continues from them. */
   private lastSeq: number;
   private lastTs: number;
+  private lastArrivalMs: number;
   /** Outgoing sequence numbers, unwrapped (the SRTP index). */
   private readonly outIndex = new SeqUnwrapper();
   /** True once anything was forwarded under this numbering: a rebase then steps the timestamp. */
   private sentAny: boolean;
 
-  constructor(kind: 'audio' | 'video', from?: ForwarderContinuation) {
+  constructor(kind: 'audio' | 'video', clockRate: number, from?: ForwarderContinuation) {
     this.kind = kind;
+    this.clockRate = clockRate;
     if (from === undefined) {
       this.lastSeq = Math.floor(Math.random() * SEQ_MOD);
       this.lastTs = Math.floor(Math.random() * 0x100000000);
+      this.lastArrivalMs = 0;
       this.sentAny = false;
     } else {
       this.lastSeq = from.sequenceNumber & 0xffff;
       this.lastTs = from.timestamp >>> 0;
+      this.lastArrivalMs = from.arrivalMs;
       this.outIndex.reset(from.index);
       this.sentAny = true;
     }
@@ -131,6 +142,7 @@ export class Forwarder {
     if (((outSeq - this.lastSeq + SEQ_MOD) & 0xffff) < 0x8000) {
       this.lastSeq = outSeq;
       this.lastTs = outTs;
+      this.lastArrivalMs = p.arrivalMs;
     }
     this.sequenceNumber = outSeq;
     this.timestamp = outTs;
@@ -141,12 +153,12 @@ export class Forwarder {
   /** Where the numbering stands, for a successor on the same sender; undefined if nothing was ever sent under it. */
   continuation(): ForwarderContinuation | undefined {
     if (!this.sentAny) return undefined;
-    return { sequenceNumber: this.lastSeq, timestamp: this.lastTs, index: this.outIndex.last };
+    return { sequenceNumber: this.lastSeq, timestamp: this.lastTs, index: this.outIndex.last, arrivalMs: this.lastArrivalMs };
   }
 
   /** Continue the subscriber's numbering from the last packet it got, whatever the source does. */
   private rebase(p: ForwarderPacket): void {
-    const tsStep = this.sentAny ? REBASE_TS_STEP[this.kind] : 0;
+    const tsStep = this.sentAny ? Math.round((Math.max(REBASE_MIN_STEP_MS[this.kind], p.arrivalMs - this.lastArrivalMs) * this.clockRate) / 1000) : 0;
     this.seqOffset = (this.lastSeq + 1 - p.sequenceNumber + SEQ_MOD * 2) & 0xffff;
     this.tsOffset = (this.lastTs + tsStep - p.timestamp) >>> 0;
     this.inIndex.reset();

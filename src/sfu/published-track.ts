@@ -55,6 +55,7 @@ export class PublishedTrack {
     sequenceNumber: 0,
     timestamp: 0,
     keyframe: false,
+    arrivalMs: 0,
     absSendTime: 0,
   };
 
@@ -162,8 +163,10 @@ export class PublishedTrack {
     p.sequenceNumber = sequenceNumber;
     p.timestamp = header.timestamp;
     p.keyframe = keyframe;
-    // abs-send-time: seconds in 6.18 fixed point, modulo 64 s; one clock read for all subscribers.
-    p.absSendTime = Math.floor(((performance.timeOrigin + performance.now()) / 1000) * 262144) % 0x1000000;
+    // One clock read for all subscribers; abs-send-time: seconds in 6.18 fixed point, modulo 64 s.
+    const now = performance.now();
+    p.arrivalMs = now;
+    p.absSendTime = Math.floor(((performance.timeOrigin + now) / 1000) * 262144) % 0x1000000;
     for (let i = 0; i < list.length; i++) list[i]!.write(p);
   }
 
