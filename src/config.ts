@@ -41,6 +41,8 @@ const RawConfig = z
      * fails; werift checks every 4-6 s, so less than 8 would fail healthy connections.
      */
     RTC_CONSENT_TIMEOUT: z.coerce.number().min(8).max(300).default(30),
+    /** Seconds a subscriber offer may wait for its answer before it is withdrawn and sent afresh. */
+    NEGOTIATION_TIMEOUT: z.coerce.number().min(1).max(300).default(10),
     STUN_URLS: z.string().default('').transform(csv),
     TURN_URLS: z.string().default('').transform(csv),
     TURN_USERNAME: z.string().optional(),
@@ -143,6 +145,8 @@ export interface Config {
      * are reused, so they never outgrow the room), and a cap on what a hostile SDP costs.
      */
     maxMediaSections: number;
+    /** NEGOTIATION_TIMEOUT, in ms. */
+    negotiationTimeoutMs: number;
   };
   ice: {
     stunUrls: string[];
@@ -223,6 +227,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       codecs: c.CODECS,
       consentTimeoutSeconds: c.RTC_CONSENT_TIMEOUT,
       maxMediaSections: 2 * c.MAX_PARTICIPANTS + 2,
+      negotiationTimeoutMs: c.NEGOTIATION_TIMEOUT * 1000,
     },
     ice: {
       stunUrls: c.STUN_URLS,

@@ -263,6 +263,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
       transport,
       renegotiates,
       maxSections: this.rtc.maxMediaSections,
+      answerTimeoutMs: this.rtc.negotiationTimeoutMs,
       stats: this.stats,
       overload: this.overload,
       log: this.log,
@@ -271,6 +272,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     receiving.on('offer', (offer) => this.deliver({ type: 'subscription_offer', offer }));
     receiving.on('candidate', (candidate) => this.deliver({ type: 'local_candidate', role: 'subscriber', candidate }));
     receiving.on('failed', () => this.close('negotiation_failed'));
+    if (this.awaitingReconnect) receiving.suspend();
     this.receiving = receiving;
     return receiving;
   }

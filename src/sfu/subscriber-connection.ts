@@ -13,12 +13,6 @@ import type { IceCandidate, SubscriptionOffer } from './signals.ts';
 
 /** Subscription changes within this long go into one offer. */
 const COALESCE_MS = 20;
-/**
- * An offer not answered within this long is withdrawn and made afresh: long enough for a
- * browser on a slow link and a busy main thread (answering takes it tens of ms), short
- * enough that a subscriber whose answer got lost waits seconds, not forever.
- */
-export const ANSWER_TIMEOUT_MS = 10_000;
 /** Failed negotiations in a row after which the participant is removed ('negotiation_failed'). */
 export const MAX_NEGOTIATION_FAILURES = 3;
 
@@ -43,6 +37,12 @@ export interface SubscriberConnectionOptions {
   renegotiates: boolean;
   /** `Config['rtc'].maxMediaSections`: the offers never have more m-lines. */
   maxSections: number;
+  /**
+   * `Config['rtc'].negotiationTimeoutMs` (SCV_NEGOTIATION_TIMEOUT, 10 s): an offer not
+   * answered by then is withdrawn and made afresh. Long enough for a browser on a slow link
+   * with a busy main thread; short enough that a lost answer costs seconds, not the call.
+   */
+  answerTimeoutMs: number;
   stats: MediaStats;
   overload: OverloadGuard;
   log: Logger;
@@ -64,6 +64,7 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
   private readonly subscriberSid: string;
   private readonly renegotiates: boolean;
   private readonly maxSections: number;
+  private readonly answerTimeoutMs: number;
   private readonly stats: MediaStats;
   private readonly overload: OverloadGuard;
   private readonly log: Logger;
@@ -87,6 +88,9 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
   private failures = 0;
   private coalesceTimer: NodeJS.Timeout | undefined;
   private answerTimer: NodeJS.Timeout | undefined;
+  private recoveryTimer: NodeJS.Timeout | undefined;
+  /** Signaling is down: an offer sent meanwhile has no deadline. */
+  private suspended = false;
   private closed = false;
 
   constructor(opts: SubscriberConnectionOptions) {
@@ -95,6 +99,7 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     this.subscriberSid = opts.subscriberSid;
     this.renegotiates = opts.renegotiates;
     this.maxSections = opts.maxSections;
+    this.answerTimeoutMs = opts.answerTimeoutMs;
     this.stats = opts.stats;
     this.overload = opts.overload;
     this.log = opts.log;
@@ -200,7 +205,7 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     try {
       sdp = await this.transport.createOffer();
     } catch (err) {
-      if (!this.closed && n === this.offers) await this.fail('offer_failed', err);
+      if (!this.closed && n === this.offers) this.fail('offer_failed', err);
       return;
     }
     if (this.closed || n !== this.offers) return;
@@ -221,14 +226,18 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
 
   private armAnswerTimer(n: number): void {
     clearTimeout(this.answerTimer);
+    if (this.suspended) return;
     this.answerTimer = setTimeout(() => {
       this.answerTimer = undefined;
-      if (this.negotiating && !this.applying && n === this.offers) void this.fail('timeout', new Error(`no answer within ${ANSWER_TIMEOUT_MS} ms`));
-    }, ANSWER_TIMEOUT_MS);
+      if (this.negotiating && !this.applying && n === this.offers) this.fail('timeout', new Error(`no answer within ${this.answerTimeoutMs} ms`));
+    }, this.answerTimeoutMs);
     this.answerTimer.unref();
   }
 
-  /** The client's answer to the pending offer. Refused: the offer is withdrawn and a fresh one follows. */
+  /**
+   * The client's answer to the pending offer. Refused: it throws (the client hears why), and
+   * the offer is withdrawn and a fresh one follows.
+   */
   async handleAnswer(sdp: string): Promise<void> {
     const offer = this.pendingOffer;
     if (this.closed || !this.renegotiates || !this.negotiating || offer === undefined || this.applying) {
@@ -244,7 +253,7 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
         const superseded = this.supersededBy(sdp);
         if (superseded !== undefined) throw superseded;
       }
-      await this.fail('invalid_answer', err);
+      this.fail('invalid_answer', err);
       throw err;
     } finally {
       this.applying = false;
@@ -270,8 +279,12 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     return new AppError('CONFLICT', 'this answer is for an earlier subscriber offer, replaced since: answer the latest offer');
   }
 
-  /** Gives the pending offer up: rolled back, counted, logged; a fresh one follows unless it failed too often. */
-  private async fail(reason: NegotiationFailureReason, err: unknown): Promise<void> {
+  /**
+   * Gives the pending offer up: counted and logged now; rolled back, and a fresh offer sent
+   * (or the participant given up), on the next turn of the event loop, so a client whose
+   * answer failed hears why before it gets the next offer.
+   */
+  private fail(reason: NegotiationFailureReason, err: unknown): void {
     this.failures++;
     this.stats.negotiationFailures[reason]++;
     this.log.warn({ reason, failures: this.failures, err: (err as Error).message }, 'subscriber negotiation failed, offer withdrawn');
@@ -280,10 +293,15 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     this.supersededSdp = this.pendingOffer?.sdp ?? this.supersededSdp;
     this.pendingOffer = undefined;
     const n = ++this.offers;
+    this.recoveryTimer = setTimeout(() => void this.recover(n), 0);
+  }
+
+  private async recover(n: number): Promise<void> {
+    this.recoveryTimer = undefined;
     try {
       await this.transport.rollback();
-    } catch (rollbackErr) {
-      this.log.warn({ err: (rollbackErr as Error).message }, 'rolling back the subscriber offer failed');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'rolling back the subscriber offer failed');
     }
     if (this.closed || n !== this.offers) return;
     this.negotiating = false;
@@ -296,13 +314,15 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
 
   /** The client (re)connected: it must see the pending offer, and gets the full answer time again. */
   resendPendingOffer(): void {
+    this.suspended = false;
     if (this.closed || !this.negotiating || this.pendingOffer === undefined) return;
     this.armAnswerTimer(this.offers);
     this.emit('offer', this.pendingOffer);
   }
 
-  /** Nobody can answer now (signaling lost): the pending offer waits without a deadline. */
+  /** Nobody can answer now (signaling lost): offers wait without a deadline until `resendPendingOffer`. */
   suspend(): void {
+    this.suspended = true;
     clearTimeout(this.answerTimer);
     this.answerTimer = undefined;
   }
@@ -317,6 +337,7 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     this.closed = true;
     clearTimeout(this.coalesceTimer);
     clearTimeout(this.answerTimer);
+    clearTimeout(this.recoveryTimer);
     const downTracks = [...this.downTracks.values()];
     this.downTracks.clear();
     for (const dt of downTracks) dt.close();
