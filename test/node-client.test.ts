@@ -4,16 +4,19 @@
  * inactive and is later reused (same mid, same sender SSRC) for another track. The sink of
  * the new track gets the new packets (werift keeps routing the SSRC to the receiver and
  * fires no new track), the old one no more; only the newest of two offers is answered.
+ * Then the same through the SFU, for TestClient and for the load tool's participant.
  */
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { RTCPeerConnection, type RTCRtpTransceiver, type RtpPacket } from 'werift';
+import { LatencyRecorder } from '../src/loadtest/latency-recorder.ts';
+import { Participant } from '../src/loadtest/participant.ts';
 import type { ServerMessage } from '../src/signaling/messages.ts';
 import { verifyPayload } from '../src/node-client/payload-format.ts';
 import { codecParameters, LOOPBACK_ICE, peerConfig } from '../src/node-client/peer-config.ts';
 import { SubscriberConnection, type OfferedTrack, type TrackSink } from '../src/node-client/subscriber-connection.ts';
 import { SyntheticSource } from '../src/node-client/synthetic-media.ts';
-import { eventually } from './helpers/service.ts';
+import { eventually, TestService } from './helpers/service.ts';
 
 /** What one mapped track received. */
 class Seen implements TrackSink {
@@ -127,4 +130,47 @@ test('a reused subscriber m-line maps to its new track; only the newest offer is
   await eventually(() => sinks[1]!.packets >= 60, 'media after the renegotiation', 10_000);
   assert.equal(sinks.length, 2, 'the same track, no new sink');
   assert.deepEqual(problems, []);
+});
+
+test('through the SFU: a stayer gets a newcomer on the m-lines a leaver had, counted as the new tracks by TestClient and by the load tool', { timeout: 60_000 }, async () => {
+  const svc = await TestService.start();
+  closers.push(() => svc.close());
+  const room = 'reuse';
+  const stayer = await svc.join('stayer', room);
+  const latency = new LatencyRecorder();
+  const problems: string[] = [];
+  const tool = new Participant(
+    { room, identity: 'tool-stayer', publisher: false, expectedTracks: 2 },
+    { wsUrl: svc.service.wsUrl, ice: LOOPBACK_ICE, useIceServers: false, publish: { videoBitrateKbps: 300, fps: 30, audio: true }, latency, problem: (w) => problems.push(w) },
+  );
+  closers.push(() => tool.close());
+  await tool.join(await svc.token('tool-stayer', room, ['subscribe']), 15_000);
+  assert.equal(tool.state, 'joined', tool.failure);
+  const liveFrom = () => [...tool.client.subscriber.live()].filter((t) => t.packets > 0).map((t) => `${t.identity}/${t.video ? 'video' : 'audio'}`).sort();
+
+  const first = await svc.join('first', room);
+  await first.publishTracks([{ kind: 'audio' }, { kind: 'video' }]);
+  const firstVideo = await stayer.waitForTrackFrom('first', 'video', { minPackets: 20, minVerified: 20 });
+  const firstAudio = await stayer.waitForTrackFrom('first', 'audio', { minPackets: 20 });
+  await eventually(() => liveFrom().join() === 'first/audio,first/video', `the load tool's participant receives first (${liveFrom()})`, 10_000);
+  await first.close({ leave: true });
+  await stayer.waitForNoTrackFrom('first');
+  const firstPackets = firstVideo.packets;
+
+  const second = await svc.join('second', room);
+  const [, secondLocal] = await second.publishTracks([{ kind: 'audio' }, { kind: 'video' }]);
+  const secondVideo = await stayer.waitForTrackFrom('second', 'video', { minPackets: 30, minVerified: 30 });
+  const secondAudio = await stayer.waitForTrackFrom('second', 'audio', { minPackets: 30 });
+  // The SFU reused the leaver's m-lines: same mids, no new transceivers.
+  assert.deepEqual([secondVideo.mid, secondAudio.mid], [firstVideo.mid, firstAudio.mid]);
+  assert.equal(stayer.subscriberPc!.getTransceivers().length, 2);
+  assert.deepEqual([...secondVideo.sourceIds], [secondLocal!.sourceId], 'the new track carries the newcomer\'s payloads');
+  assert.equal(secondVideo.corrupt, 0);
+  assert.ok(firstVideo.ended && firstVideo.packets === firstPackets, 'the leaver\'s track got nothing more');
+  // The load tool counts the reused m-lines as the newcomer's tracks, four tracks in all.
+  await eventually(() => liveFrom().join() === 'second/audio,second/video', `the load tool's participant receives second (${liveFrom()})`, 10_000);
+  assert.deepEqual(tool.tracks.map((t) => t.identity).sort(), ['first', 'first', 'second', 'second']);
+  assert.ok(latency.window.count > 0, 'one-way delay measured from the send time in the payloads');
+  assert.deepEqual(problems, []);
+  await Promise.all([stayer.close({ leave: true }), second.close({ leave: true }), tool.close()]);
 });
