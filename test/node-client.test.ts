@@ -158,7 +158,11 @@ test('through the SFU: a stayer gets a newcomer on the m-lines a leaver had, cou
   const firstPackets = firstVideo.packets;
 
   const second = await svc.join('second', room);
-  const [, secondLocal] = await second.publishTracks([{ kind: 'audio' }, { kind: 'video' }]);
+  const secondLocals = await second.publishTracks([{ kind: 'audio' }, { kind: 'video' }]);
+  const secondLocal = secondLocals[1];
+  await Promise.all(secondLocals.map((t) => second.waitForTrackSid(t)));
+  // Our own track_published names the mid on our publisher connection (tied by it, not by kind and name).
+  assert.deepEqual(secondLocals.map((t) => t.info?.mid), secondLocals.map((t) => t.mid));
   const secondVideo = await stayer.waitForTrackFrom('second', 'video', { minPackets: 30, minVerified: 30 });
   const secondAudio = await stayer.waitForTrackFrom('second', 'audio', { minPackets: 30 });
   // The SFU reused the leaver's m-lines: same mids, no new transceivers.
