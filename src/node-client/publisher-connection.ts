@@ -26,7 +26,7 @@ export interface PublishSpec extends Omit<SyntheticSourceOptions, 'codec'> {
   kind: Kind;
   codec: SyntheticCodec;
   source?: TrackSource;
-  /** Sent in `track_info` (default: none, the server names it). */
+  /** Sent in `track_info` (default `${kind}-${mid}`). */
   name?: string;
   /** Send `track_info` before the offer (default true). */
   trackInfo?: boolean;
@@ -79,6 +79,7 @@ export class PublisherConnection {
       await this.pc.setLocalDescription(await this.pc.createOffer());
       for (const { spec, local } of added) {
         local.mid = local.transceiver.mid ?? undefined;
+        local.name ??= `${local.kind}-${local.mid}`;
         if (spec.trackInfo !== false && local.mid !== undefined) this.sendTrackInfo(local);
       }
       try {

@@ -76,6 +76,8 @@ export class SignalingClient<S extends TrackSink = TrackSink> {
   private readonly pending = new Map<RequestId, Pending>();
   private readonly canTrickle: Record<Target, boolean> = { publisher: false, subscriber: false };
   private readonly localCandidates: Record<Target, (IceCandidateInit | null)[]> = { publisher: [], subscriber: [] };
+  /** `leave()` calls waiting for `left` (undefined: the socket went first). */
+  private readonly leaveWaiters = new Set<(left: MessageOf<'left'> | undefined) => void>();
   private pcsClosed = false;
   private closed = false;
   private closing: Promise<void> | undefined;
@@ -131,9 +133,11 @@ export class SignalingClient<S extends TrackSink = TrackSink> {
       this.socketClose = { code: ev.code, reason: ev.reason };
       this.log(`socket closed ${ev.code} ${ev.reason}`);
       this.rejectPending(new Error(`socket closed (${ev.code} ${ev.reason || '-'})`));
+      for (const w of [...this.leaveWaiters]) w(undefined);
       this.hooks.socketClosed?.(ev.code, ev.reason);
       this.changed();
     });
+    ws.addEventListener('error', () => this.log('socket error'));
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
         ws.close();
@@ -198,35 +202,19 @@ export class SignalingClient<S extends TrackSink = TrackSink> {
    * id or not — or the socket closing. Resolves with `left`, if it came.
    */
   leave(timeoutMs = this.timeoutMs): Promise<MessageOf<'left'> | undefined> {
-    const ws = this.ws;
-    if (ws === undefined || ws.readyState !== WebSocket.OPEN) return Promise.resolve(undefined);
+    if (!this.socketOpen) return Promise.resolve(undefined);
     return new Promise((resolve) => {
-      let left: MessageOf<'left'> | undefined;
-      const done = () => {
+      const done = (left: MessageOf<'left'> | undefined) => {
         clearTimeout(timer);
-        ws.removeEventListener('message', onMessage);
-        ws.removeEventListener('close', done);
+        this.leaveWaiters.delete(done);
         resolve(left);
       };
-      const onMessage = (ev: MessageEvent) => {
-        if (typeof ev.data !== 'string' || !ev.data.includes('"left"')) return;
-        try {
-          const m = JSON.parse(ev.data) as ServerMessage;
-          if (m.type === 'left') {
-            left = m;
-            done();
-          }
-        } catch {
-          // onFrame reports it
-        }
-      };
-      const timer = setTimeout(done, timeoutMs);
-      ws.addEventListener('message', onMessage);
-      ws.addEventListener('close', done);
+      const timer = setTimeout(() => done(undefined), timeoutMs);
+      this.leaveWaiters.add(done);
       try {
         this.send({ type: 'leave', id: `l${this.nextId++}` });
       } catch {
-        done();
+        done(undefined);
       }
     });
   }
@@ -239,6 +227,7 @@ export class SignalingClient<S extends TrackSink = TrackSink> {
     this.socketClose = { code: 1006, reason };
     ws.close();
     this.rejectPending(new Error(`socket ${reason}`));
+    for (const w of [...this.leaveWaiters]) w(undefined);
     this.changed();
   }
 
@@ -331,6 +320,7 @@ export class SignalingClient<S extends TrackSink = TrackSink> {
         break;
       case 'left':
         this.leftReason = msg.reason;
+        for (const w of [...this.leaveWaiters]) w(msg);
         break;
       default:
         break;
