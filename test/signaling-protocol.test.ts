@@ -1,5 +1,5 @@
 /**
- * docs/signaling.md, taken at its word: a client written only from that document (a bare
+ * docs/signaling.md, taken at its word: a client written only from that document (Node's own
  * WebSocket and werift PeerConnections, no project client code) gets what the document
  * promises, in the order it promises. Each check here is a sentence of the document:
  * the development token's body, grants and lifetime; `answer` before the publisher's
@@ -13,7 +13,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { RTCPeerConnection } from 'werift';
-import WebSocket from 'ws';
 import { loadConfig } from '../src/config.ts';
 import { startService, type Service } from '../src/service.ts';
 
@@ -29,8 +28,8 @@ class DocClient {
   private readonly waiters = new Set<() => void>();
   private constructor(ws: WebSocket) {
     this.ws = ws;
-    ws.on('message', (data) => {
-      this.log.push(JSON.parse(String(data)) as Msg);
+    ws.addEventListener('message', (ev) => {
+      this.log.push(JSON.parse(String(ev.data)) as Msg);
       for (const w of this.waiters) w();
     });
   }
@@ -38,8 +37,8 @@ class DocClient {
   static async open(url: string): Promise<DocClient> {
     const ws = new WebSocket(url);
     await new Promise<void>((resolve, reject) => {
-      ws.once('open', () => resolve());
-      ws.once('error', reject);
+      ws.addEventListener('open', () => resolve(), { once: true });
+      ws.addEventListener('error', () => reject(new Error(`cannot open ${url}`)), { once: true });
     });
     return new DocClient(ws);
   }
@@ -180,7 +179,7 @@ test('a client written from docs/signaling.md sees what it promises, in order', 
   alice.send({ type: 'leave', id: 'bye' });
   const left = await alice.until('left', (log) => log.find((m) => m.type === 'left'));
   assert.deepEqual({ id: left.id, reason: left.reason }, { id: 'bye', reason: 'client_left' });
-  await new Promise<void>((resolve) => (alice.ws.readyState === WebSocket.CLOSED ? resolve() : alice.ws.once('close', () => resolve())));
+  await new Promise<void>((resolve) => (alice.ws.readyState === WebSocket.CLOSED ? resolve() : alice.ws.addEventListener('close', () => resolve(), { once: true })));
   assert.equal(alice.log.at(-1)!.type, 'left', 'left is the last message');
 
   const reoffer = await bob.until('an offer after alice left', (log) => {
