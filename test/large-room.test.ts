@@ -8,7 +8,10 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import type { TestClient } from './helpers/client.ts';
+import { AppError } from '../src/common/errors.ts';
+import { loadConfig } from '../src/config.ts';
+import { assertPlausibleSdp } from '../src/sfu/sdp.ts';
+import { ServerError } from './helpers/client.ts';
 import { TestService } from './helpers/service.ts';
 
 const PUBLISHERS = 36;
@@ -78,4 +81,35 @@ test(`${PUBLISHERS} publishers at once, everyone receives everyone`, async () =>
       `all ${PUBLISHERS * others} tracks checked in ${((done - negotiated) / 1000).toFixed(1)} s`,
   );
   await Promise.all(clients.map((c) => c.close({ leave: true })));
+});
+
+/** A plausible SDP with `n` audio sections. */
+function sdpWith(n: number): string {
+  const head = 'v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 AA\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuv\r\n';
+  return head + Array.from({ length: n }, (_, i) => `m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:${i}\r\na=sendonly\r\n`).join('');
+}
+
+test('the SDP section limit follows the room limit: 2 x SCV_MAX_PARTICIPANTS + 2; thousands of sections are refused at once', async () => {
+  assert.equal(loadConfig({}).rtc.maxMediaSections, 102);
+  const limit = loadConfig({ SCV_MAX_PARTICIPANTS: '10' }).rtc.maxMediaSections;
+  assert.equal(limit, 22);
+  assert.equal(assertPlausibleSdp(sdpWith(limit), limit).length, limit);
+  assert.throws(() => assertPlausibleSdp(sdpWith(limit + 1), limit), (e: AppError) => e.code === 'INVALID_SDP' && /at most 22/.test(e.message));
+  const absurd = sdpWith(5000);
+  const t = performance.now();
+  for (let i = 0; i < 100; i++) assert.throws(() => assertPlausibleSdp(absurd, 102), /too many media sections/);
+  const perCall = (performance.now() - t) / 100;
+  assert.ok(perCall < 2, `refusing 5,000 sections took ${perCall.toFixed(2)} ms`);
+
+  // And the service applies it to what clients offer.
+  const small = await TestService.start({ SCV_MAX_PARTICIPANTS: '2' });
+  try {
+    const c = await small.join('many', 'limit');
+    await assert.rejects(
+      c.publishTracks(Array.from({ length: 7 }, () => ({ kind: 'audio' as const }))),
+      (e: ServerError) => e.code === 'INVALID_SDP' && /at most 6/.test(e.message),
+    );
+  } finally {
+    await small.close();
+  }
 });
