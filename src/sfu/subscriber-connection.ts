@@ -120,10 +120,6 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     return this.downTracks.has(trackSid);
   }
 
-  get subscriptionCount(): number {
-    return this.downTracks.size;
-  }
-
   /** Renegotiating only: sends `track` on a free transceiver of its kind, else on a new one, and offers it. */
   subscribe(track: PublishedTrack): void {
     if (this.closed || !this.renegotiates || this.downTracks.has(track.sid)) return;
@@ -201,6 +197,8 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     this.negotiating = true;
     this.renegotiate = false;
     const n = ++this.offers;
+    // What this offer carries; a change while it is made goes into the next one.
+    const carried = [...this.downTracks.values()];
     let sdp: string;
     try {
       sdp = await this.transport.createOffer();
@@ -210,9 +208,9 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     }
     if (this.closed || n !== this.offers) return;
     const tracks: SubscriptionOffer['tracks'] = {};
-    for (const dt of this.downTracks.values()) {
+    for (const dt of carried) {
       const mid = dt.transceiver.mid;
-      if (mid === undefined || mid === null) continue;
+      if (mid === undefined || mid === null || this.downTracks.get(dt.track.sid) !== dt) continue;
       const t = dt.track;
       tracks[mid] = { participantSid: t.ownerSid, identity: this.identityOf(t.ownerSid), trackSid: t.sid, kind: t.kind, source: t.source, name: t.name };
     }
