@@ -106,3 +106,24 @@ test(`three stay while ${CHURNERS} others come and go, ${BATCH} at a time: the t
   assert.equal(svc.service.sfu.stats.negotiationFailures.invalid_answer + svc.service.sfu.stats.negotiationFailures.timeout, 0, 'no negotiation failed');
   await Promise.all(stayers.map((c) => c.close({ leave: true })));
 });
+
+test('a reused m-line carries a track of another codec: VP8, then H.264, then VP8 again', async () => {
+  const room = 'churn-codecs';
+  const stay = await svc.join('stay', room);
+  const mids = new Set<string>();
+  for (const [i, codec] of (['vp8', 'h264', 'vp8'] as const).entries()) {
+    const c = await svc.join(`cam-${i}`, room, { videoCodec: codec });
+    await c.publishTracks([{ ...VIDEO, sourceId: 100 + i }]);
+    const rec = await stay.waitForTrackFrom(c.identity!, 'video', { minPackets: 10, minVerified: 10, minKeyframes: 1, timeoutMs: 20_000 });
+    assert.equal(rec.codec, codec);
+    assert.deepEqual([...rec.sourceIds], [100 + i]);
+    assert.equal(rec.corrupt, 0, JSON.stringify(rec.lastCorrupt));
+    mids.add(rec.mid);
+    await c.leave();
+    await stay.waitForNoTrackFrom(c.identity!, undefined, 10_000);
+    await c.close();
+  }
+  assert.deepEqual([...mids], [[...mids][0]], 'all three came on one m-line');
+  assert.deepEqual(stay.failures, []);
+  await stay.close({ leave: true });
+});
