@@ -142,8 +142,10 @@ test('a client that vanishes mid-negotiation waits out the reconnect grace witho
 });
 
 test('garbage datagrams on the media ports are ignored', async () => {
-  const transport = (svc.service.sfu.getRoom('healthy').byIdentity('healthy-sub') as unknown as { subscriber: { pc: { localDescription: { sdp: string } } } }).subscriber;
-  const ports = [...transport.pc.localDescription.sdp.matchAll(/a=candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 (\d+) typ host/gi)].map((m) => Number(m[1]));
+  // The server's media port, as its subscriber client was told it (in an offer, or trickled).
+  const ports = watcher.events
+    .flatMap((m) => (m.type === 'offer' ? [m.sdp] : m.type === 'candidate' && m.target === 'subscriber' && m.candidate !== null ? [m.candidate.candidate] : []))
+    .flatMap((c) => [...c.matchAll(/candidate:\S+ \d+ udp \d+ 127\.0\.0\.1 (\d+) typ host/gi)].map((m) => Number(m[1])));
   assert.ok(ports.length > 0, 'found the media port');
   const sock = createSocket('udp4');
   const junk = [Buffer.alloc(0), Buffer.from([0x80]), Buffer.alloc(1500, 0xff), Buffer.from('GET / HTTP/1.1\r\n\r\n'), Buffer.concat([Buffer.from([0x80, 0x60]), Buffer.alloc(200, 7)]), Buffer.from([0x16, 0xfe, 0xfd, 0, 0, 0])];

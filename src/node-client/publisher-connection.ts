@@ -237,7 +237,7 @@ export class PublisherConnection {
 /**
  * werift's sender-side bandwidth estimator books every packet sent and nothing here reads
  * it: skipping it is most of a synthetic packet's cost outside SRTP (the load tool sends
- * hundreds of thousands a second).
+ * hundreds of thousands a second; docs/werift.md, W6).
  */
 function lightenSender(sender: RTCRtpSender): void {
   sender.senderBWE.rtpPacketSent = noop;

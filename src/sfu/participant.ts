@@ -231,6 +231,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
       source: info?.source,
       name: info?.name,
       stats: this.stats,
+      log: this.log,
     });
     this.published.set(published.sid, published);
     this.log.info({ track: published.sid, kind: published.kind, codec: published.codecName, mid }, 'track published');

@@ -8,7 +8,7 @@ import type { MediaStats } from './media-stats.ts';
 import type { IceCandidate } from './signals.ts';
 import { announceCandidate, announceSdp, assertAnswerTo, assertPlausibleSdp, CANDIDATE_LINE, firstUfrag, type MediaSection } from './sdp.ts';
 import { TwccFeedback } from './twcc-feedback.ts';
-import { installTwcc } from './werift-adapter.ts';
+import { installTwcc, sendRawRtcp } from './werift-adapter.ts';
 
 export type TransportRole = 'publisher' | 'subscriber' | 'combined';
 export type TransportState = 'new' | 'connecting' | 'connected' | 'disconnected' | 'failed' | 'closed';
@@ -85,7 +85,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
           const dtls = this.pc.dtlsTransports[0];
           if (dtls === undefined || dtls.state !== 'connected') return;
           stats.twccFeedbackSent++;
-          dtls.sendRtcp([{ serialize: () => packet } as never]).catch(() => {});
+          sendRawRtcp(dtls, packet).catch(() => {});
         },
       });
       this.twcc = twcc;
