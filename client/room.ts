@@ -317,7 +317,7 @@ export class Room extends Emitter<RoomEvents> {
     }
     const track =
       participant.tracks.get(info.trackSid) ??
-      participant.addTrack({ sid: info.trackSid, kind: info.kind, source: 'unknown', name: '', codec: '', muted: false });
+      participant.addTrack({ sid: info.trackSid, kind: info.kind, source: info.source, name: info.name, codec: '', muted: false, mid: '' });
     if (this.subscribed.has(mid)) this.endSubscription(mid);
     track.mediaTrack = e.track;
     this.subscribed.set(mid, info);
@@ -388,8 +388,10 @@ export class Room extends Emitter<RoomEvents> {
   }
 
   /** The server confirmed one of our tracks: learn its sid, and restore a mute it missed. */
-  private onOwnTrackPublished(info: { sid: string; kind: TrackKind; source: string }): void {
+  /** Ties the server's sid to our track by the m-line it names (tracks of one kind and source are told apart so). */
+  private onOwnTrackPublished(info: { sid: string; kind: TrackKind; source: string; mid?: string }): void {
     const t =
+      this.localTracks.find((x) => x.sid === undefined && info.mid !== undefined && this.senders.get(x)?.mid === info.mid) ??
       this.localTracks.find((x) => x.sid === undefined && x.source === info.source) ??
       this.localTracks.find((x) => x.sid === undefined && x.kind === info.kind);
     if (t === undefined) return;
