@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { DROP, DROP_WANT_KEYFRAME, FORWARD, Forwarder, type ForwarderContinuation, type ForwarderPacket, type Verdict } from '../src/sfu/forwarder.ts';
-import { PaddingRemover } from '../src/sfu/sequence.ts';
+import { PaddingRemover } from '../src/sfu/padding-remover.ts';
 
 const SSRC = 0x11111111;
 
@@ -131,8 +131,8 @@ test('an SSRC change keeps the output continuous and waits for a keyframe', () =
   assert.equal(resumed.verdict, FORWARD);
   assert.equal(seqDiff(last.seq!, resumed.seq!), 1, 'no gap: the subscriber lost nothing');
   assert.equal(tsDiff(last.ts!, resumed.ts!), 3000, 'one frame later');
-  // Stragglers of the old SSRC are not the stream any more.
-  assert.equal(f.push(pkt(12, 96_000)), DROP_WANT_KEYFRAME);
+  // Stragglers of the old SSRC are not the stream any more, and ask for nothing.
+  assert.equal(f.push(pkt(12, 96_000)), DROP);
   const next = push(f, pkt(40_002, 6007, { ssrc: 0x2222 }));
   assert.equal(seqDiff(resumed.seq!, next.seq!), 1);
 });
@@ -216,4 +216,19 @@ test('a layer switch happens at a keyframe of the target layer, with no gap', ()
   const next = push(f, high(5004, 79_000));
   assert.equal(seqDiff(switched.seq!, next.seq!), 1);
   assert.equal(tsDiff(switched.ts!, next.ts!), 3000);
+});
+
+test('a late packet of the source left at an SSRC change does not switch the subscriber back', () => {
+  const f = audio();
+  for (let i = 0; i < 5; i++) assert.equal(f.push(pkt(10 + i, 960 * i, { arrivalMs: 20 * i })), FORWARD);
+  const switched = push(f, pkt(500, 77_000, { ssrc: 0x2222, arrivalMs: 100 }));
+  assert.equal(switched.verdict, FORWARD);
+  // One packet of the old source arrives late, then the new one goes on.
+  assert.equal(f.push(pkt(15, 960 * 5, { arrivalMs: 110 })), DROP);
+  const next = push(f, pkt(501, 77_960, { ssrc: 0x2222, arrivalMs: 120 }));
+  assert.equal(next.verdict, FORWARD);
+  assert.equal(seqDiff(switched.seq!, next.seq!), 1, 'no rebase in between');
+  assert.equal(tsDiff(switched.ts!, next.ts!), 960);
+  // Long after, the old SSRC is a source like any other again.
+  assert.equal(f.push(pkt(16, 960 * 6, { arrivalMs: 5_000 })), FORWARD);
 });

@@ -1,4 +1,4 @@
-import { SeqUnwrapper } from './sequence.ts';
+import { SeqUnwrapper } from '../common/seq-unwrapper.ts';
 
 const SEQ_MOD = 0x10000;
 /**
@@ -8,6 +8,9 @@ const SEQ_MOD = 0x10000;
  * by the time that passed, so that the receiver's clock and its A/V sync stay right.
  */
 const REBASE_MIN_STEP_MS = { audio: 20, video: 1000 / 30 } as const;
+
+/** How long after an SSRC change packets of the source left behind count as late, not as a switch back. */
+const LATE_SOURCE_MS = 1000;
 
 /** What the Forwarder reads of one incoming packet (PublishedTrack's ForwardedPacket has these). */
 export interface ForwarderPacket {
@@ -73,6 +76,12 @@ export class Forwarder {
   private current = -1;
   private target = 0;
   private sourceSsrc = -1;
+  /**
+   * The source left at the last SSRC change on the same layer, and until when its late
+   * packets are dropped: a reordered one must not switch the subscriber back (and again).
+   */
+  private previousSsrc = -1;
+  private previousUntilMs = 0;
   private seqOffset = 0;
   private tsOffset = 0;
   /** Incoming sequence numbers of the current source, unwrapped, and where it started. */
@@ -131,6 +140,7 @@ export class Forwarder {
     if (p.layer !== this.current || p.ssrc !== this.sourceSsrc) {
       // Not the stream being forwarded: it may start here if it is the one wanted.
       if (p.layer !== this.target) return DROP;
+      if (p.ssrc === this.previousSsrc && p.layer === this.current && p.arrivalMs < this.previousUntilMs) return DROP;
       if (this.kind === 'video' && !p.keyframe) return DROP_WANT_KEYFRAME;
       this.rebase(p);
     } else if (this.inIndex.unwrap(inSeq) < this.startIndex) {
@@ -163,6 +173,10 @@ export class Forwarder {
     this.tsOffset = (this.lastTs + tsStep - p.timestamp) >>> 0;
     this.inIndex.reset();
     this.startIndex = this.inIndex.unwrap(p.sequenceNumber);
+    if (p.layer === this.current && p.ssrc !== this.sourceSsrc) {
+      this.previousSsrc = this.sourceSsrc;
+      this.previousUntilMs = p.arrivalMs + LATE_SOURCE_MS;
+    }
     this.current = p.layer;
     this.sourceSsrc = p.ssrc;
     this.sentAny = true;

@@ -270,8 +270,8 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
       log: this.log,
       identityOf: (sid) => this.identityOf(sid),
     });
-    receiving.on('offer', (offer) => this.deliver({ type: 'subscription_offer', offer }));
-    receiving.on('candidate', (candidate) => this.deliver({ type: 'local_candidate', role: 'subscriber', candidate }));
+    receiving.on('offer', (offer) => this.deliver({ type: 'subscriptionOffer', offer }));
+    receiving.on('candidate', (candidate) => this.deliver({ type: 'localCandidate', role: 'subscriber', candidate }));
     receiving.on('failed', () => this.close('negotiation_failed'));
     if (this.awaitingReconnect) receiving.suspend();
     this.receiving = receiving;
@@ -321,7 +321,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
   private createTransport(role: 'publisher' | 'subscriber' | 'combined'): RtcTransport {
     const transport = new RtcTransport(role, this.rtc, this.stats, this.log);
     // The subscriber's candidates go through its SubscriberConnection, which holds them until its first offer.
-    if (role !== 'subscriber') transport.on('candidate', (candidate) => this.deliver({ type: 'local_candidate', role: 'publisher', candidate }));
+    if (role !== 'subscriber') transport.on('candidate', (candidate) => this.deliver({ type: 'localCandidate', role: 'publisher', candidate }));
     transport.on('track', (track, transceiver) => this.onRemoteTrack(track, transceiver));
     transport.on('state', (state) => {
       this.log.debug({ role, state }, 'transport state');

@@ -5,7 +5,7 @@ import type { DownTrack, ForwardedPacket } from './down-track.ts';
 import { isKeyframe } from './keyframe.ts';
 import { codecNameOf } from './media-config.ts';
 import type { MediaStats } from './media-stats.ts';
-import { PaddingRemover } from './sequence.ts';
+import { PaddingRemover } from './padding-remover.ts';
 import type { MediaKind, TrackDescription, TrackSource } from './signals.ts';
 import { checkReceiver, failTransport, fallbackLogger } from './werift-adapter.ts';
 
@@ -114,12 +114,6 @@ export class PublishedTrack {
     this.downTrackList = [...this.downTracks.values()];
     dt.once('closed', () => this.detach(dt));
     if (this.kind === 'video') this.requestKeyframe();
-  }
-
-  /** Stops forwarding to this subscriber; closing its DownTrack does the same. */
-  removeDownTrack(subscriberSid: string): void {
-    const dt = this.downTracks.get(subscriberSid);
-    if (dt !== undefined) this.detach(dt);
   }
 
   private detach(dt: DownTrack): void {

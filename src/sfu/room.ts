@@ -68,7 +68,7 @@ export class Room extends TypedEmitter<RoomEvents> {
   setRecording(active: boolean): void {
     if (this._recording === active) return;
     this._recording = active;
-    this.broadcast({ type: 'recording_status', active });
+    this.broadcast({ type: 'recordingChanged', active });
   }
 
   get size(): number {
@@ -126,20 +126,20 @@ export class Room extends TypedEmitter<RoomEvents> {
     if (p.hidden) this.players.set(p.sid, p.owner);
     p.identityOf = (sid) => this.participants.get(sid)?.identity ?? '';
     p.on('trackPublished', (track) => {
-      this.broadcast({ type: 'track_published', participantSid: p.sid, identity: p.identity, track: track.info() });
+      this.broadcast({ type: 'trackPublished', participantSid: p.sid, identity: p.identity, track: track.info() });
       for (const other of this.participants.values()) if (other.receivesFrom(p)) other.subscribe(track);
       this.emit('trackPublished', track);
     });
     p.on('trackUnpublished', (track) => {
       for (const other of this.participants.values()) if (other !== p) other.unsubscribe(track);
-      this.broadcast({ type: 'track_unpublished', participantSid: p.sid, identity: p.identity, trackSid: track.sid });
+      this.broadcast({ type: 'trackUnpublished', participantSid: p.sid, identity: p.identity, trackSid: track.sid });
       this.emit('trackUnpublished', track);
     });
     p.on('trackMuted', (track) => {
-      this.broadcast({ type: 'track_muted', participantSid: p.sid, identity: p.identity, trackSid: track.sid, muted: track.muted });
+      this.broadcast({ type: 'trackMuted', participantSid: p.sid, identity: p.identity, trackSid: track.sid, muted: track.muted });
     });
     p.on('closed', (reason) => this.onParticipantClosed(p, reason));
-    if (!p.hidden) this.broadcast({ type: 'participant_joined', participant: p.info() }, p.sid);
+    if (!p.hidden) this.broadcast({ type: 'participantJoined', participant: p.info() }, p.sid);
     for (const track of this.tracksFor(p)) p.subscribe(track);
     this.emit('participantJoined', p);
     this.log.info({ participant: p.identity, participantSid: p.sid, hidden: p.hidden, renegotiates: p.capabilities.renegotiates, size: this.participants.size }, 'participant joined');
@@ -158,7 +158,7 @@ export class Room extends TypedEmitter<RoomEvents> {
   private onParticipantClosed(p: Participant, reason: LeaveReason): void {
     if (!this.participants.delete(p.sid)) return;
     this.players.delete(p.sid);
-    if (!p.hidden) this.broadcast({ type: 'participant_left', participantSid: p.sid, identity: p.identity, reason });
+    if (!p.hidden) this.broadcast({ type: 'participantLeft', participantSid: p.sid, identity: p.identity, reason });
     // Those who receive only this participant have nothing left to receive.
     for (const other of [...this.participants.values()]) {
       const from = other.capabilities.receives;

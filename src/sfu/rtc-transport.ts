@@ -47,6 +47,8 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
   private readonly twcc: TwccFeedback | undefined;
   private disconnectedTimer: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Every werift event this transport listens to, ended by close(). */
+  private readonly subscriptions: { unSubscribe(): void }[] = [];
   private _state: TransportState = 'new';
   /** Candidates that arrived before the remote description; applied right after it. */
   private pendingCandidates: (IceCandidate | null)[] = [];
@@ -89,23 +91,27 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
         },
       });
       this.twcc = twcc;
-      this.pc.onRemoteTransceiverAdded.subscribe((t) => this.installTwcc(t, twcc));
+      this.subscriptions.push(this.pc.onRemoteTransceiverAdded.subscribe((t) => this.installTwcc(t, twcc)));
     }
-    this.pc.onIceCandidate.subscribe((c) => {
-      if (this.closed) return;
-      this.emit(
-        'candidate',
-        c === undefined
-          ? null
-          : { candidate: announceCandidate(c.candidate, this.announcedIp), sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null },
-      );
-    });
-    this.pc.onRemoteTransceiverAdded.subscribe((t) => {
-      t.onTrack.subscribe((track, transceiver) => {
-        if (!this.closed) this.emit('track', track, transceiver);
-      });
-    });
-    this.pc.connectionStateChange.subscribe((s) => this.onConnectionState(s));
+    this.subscriptions.push(
+      this.pc.onIceCandidate.subscribe((c) => {
+        if (this.closed) return;
+        this.emit(
+          'candidate',
+          c === undefined
+            ? null
+            : { candidate: announceCandidate(c.candidate, this.announcedIp), sdpMid: c.sdpMid ?? null, sdpMLineIndex: c.sdpMLineIndex ?? null },
+        );
+      }),
+      this.pc.onRemoteTransceiverAdded.subscribe((t) => {
+        this.subscriptions.push(
+          t.onTrack.subscribe((track, transceiver) => {
+            if (!this.closed) this.emit('track', track, transceiver);
+          }),
+        );
+      }),
+      this.pc.connectionStateChange.subscribe((s) => this.onConnectionState(s)),
+    );
   }
 
   get state(): TransportState {
@@ -127,14 +133,16 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
       if (this.watchedDtls.has(dtls)) continue;
       this.watchedDtls.add(dtls);
       let wasConnected = dtls.state === 'connected';
-      dtls.onStateChange.subscribe((state) => {
-        if (state === 'connected') wasConnected = true;
-        if (this.closed || !wasConnected || (state !== 'closed' && state !== 'failed')) return;
-        this.log.warn({ role: this.role, dtlsState: state }, 'DTLS ended');
-        clearTimeout(this.disconnectedTimer);
-        this._state = 'failed';
-        this.emit('state', 'failed');
-      });
+      this.subscriptions.push(
+        dtls.onStateChange.subscribe((state) => {
+          if (state === 'connected') wasConnected = true;
+          if (this.closed || !wasConnected || (state !== 'closed' && state !== 'failed')) return;
+          this.log.warn({ role: this.role, dtlsState: state }, 'DTLS ended');
+          clearTimeout(this.disconnectedTimer);
+          this._state = 'failed';
+          this.emit('state', 'failed');
+        }),
+      );
     }
   }
 
@@ -270,6 +278,7 @@ export class RtcTransport extends TypedEmitter<RtcTransportEvents> {
     this._state = 'closed';
     clearTimeout(this.disconnectedTimer);
     this.twcc?.close();
+    for (const sub of this.subscriptions.splice(0)) sub.unSubscribe();
     this.removeAllListeners();
     this.pc.close().catch(() => {});
   }

@@ -96,7 +96,7 @@ export class Sfu {
     const { e2ee, ifPresent = 'replace', ...participantOpts } = opts;
     const previous = this.findRoom(roomName)?.byIdentity(opts.identity);
     if (previous !== undefined && ifPresent === 'refuse') {
-      throw new AppError('CONFLICT', `"${opts.identity}" is already in room "${roomName}"; leave first (DELETE the session or POST /video/leave)`);
+      throw new AppError('CONFLICT', `"${opts.identity}" is already in room "${roomName}"; it must leave first`);
     }
     const room = this.getOrCreateRoom(roomName, { e2ee });
     previous?.close('replaced');

@@ -77,18 +77,18 @@ export interface SubscriptionOffer {
 
 /** What happened in the room, for every participant who can see it. */
 export type RoomSignal =
-  | { type: 'participant_joined'; participant: ParticipantDescription }
-  | { type: 'participant_left'; participantSid: string; identity: string; reason: LeaveReason }
-  | { type: 'track_published'; participantSid: string; identity: string; track: TrackDescription }
-  | { type: 'track_unpublished'; participantSid: string; identity: string; trackSid: string }
-  | { type: 'track_muted'; participantSid: string; identity: string; trackSid: string; muted: boolean }
-  | { type: 'recording_status'; active: boolean };
+  | { type: 'participantJoined'; participant: ParticipantDescription }
+  | { type: 'participantLeft'; participantSid: string; identity: string; reason: LeaveReason }
+  | { type: 'trackPublished'; participantSid: string; identity: string; track: TrackDescription }
+  | { type: 'trackUnpublished'; participantSid: string; identity: string; trackSid: string }
+  | { type: 'trackMuted'; participantSid: string; identity: string; trackSid: string; muted: boolean }
+  | { type: 'recordingChanged'; active: boolean };
 
 /** Everything one participant's client must hear. */
 export type ParticipantSignal =
   | RoomSignal
-  | { type: 'subscription_offer'; offer: SubscriptionOffer }
-  | { type: 'local_candidate'; role: ConnectionRole; candidate: IceCandidate | null };
+  | { type: 'subscriptionOffer'; offer: SubscriptionOffer }
+  | { type: 'localCandidate'; role: ConnectionRole; candidate: IceCandidate | null };
 
 /**
  * Where a participant's signals go: the protocol session that speaks for it (one per

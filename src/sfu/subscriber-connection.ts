@@ -75,6 +75,14 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
   private readonly free: RTCRtpTransceiver[] = [];
   /** Transceivers made inactive, with the number of the first offer that says so. */
   private readonly released = new Map<RTCRtpTransceiver, number>();
+  /**
+   * DownTracks not yet sending, with the number of the latest offer that carried them (0:
+   * none yet). They start once an answer to such an offer is applied: before, the client
+   * has the m-line inactive or for another track (a reused sender still has the old codec).
+   */
+  private readonly unstarted = new Map<DownTrack, number>();
+  /** Subscriptions that found no m-line (the connection has its most): made as m-lines free up. */
+  private readonly waiting: PublishedTrack[] = [];
   /** Local candidates gathered before the first offer went out. */
   private heldCandidates: (IceCandidate | null)[] | undefined = [];
   /** Numbers the offers; an async step that finds a newer one gives up. */
@@ -120,16 +128,29 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     return this.downTracks.has(trackSid);
   }
 
-  /** Renegotiating only: sends `track` on a free transceiver of its kind, else on a new one, and offers it. */
+  /**
+   * Renegotiating only: sends `track` on a free transceiver of its kind, else on a new one,
+   * and offers it; with no m-line to be had, it waits for one to free up.
+   */
   subscribe(track: PublishedTrack): void {
-    if (this.closed || !this.renegotiates || this.downTracks.has(track.sid)) return;
+    if (this.closed || !this.renegotiates || this.downTracks.has(track.sid) || this.waiting.includes(track)) return;
     const t = this.transceiverFor(track.kind);
     if (t === undefined) {
-      this.log.warn({ track: track.sid, maxSections: this.maxSections }, 'not subscribed: the subscriber connection has its most m-lines');
+      this.waiting.push(track);
+      this.log.warn({ track: track.sid, maxSections: this.maxSections, waiting: this.waiting.length }, 'subscription waits: the subscriber connection has its most m-lines');
       return;
     }
     this.attach(track, t);
     this.scheduleNegotiation();
+  }
+
+  /** Waiting subscriptions for which an m-line of their kind is free now. */
+  private admitWaiting(): void {
+    for (const track of [...this.waiting]) {
+      if (!this.free.some((t) => t.kind === track.kind)) continue;
+      this.waiting.splice(this.waiting.indexOf(track), 1);
+      this.subscribe(track);
+    }
   }
 
   private transceiverFor(kind: 'audio' | 'video'): RTCRtpTransceiver | undefined {
@@ -152,28 +173,27 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     const dt = new DownTrack(track, t, this.subscriberSid, this.stats, this.overload, this.log);
     this.downTracks.set(track.sid, dt);
     dt.once('closed', () => this.release(track.sid, dt));
-    track.addDownTrack(dt);
+    // A combined connection's answer is made right after: its m-lines carry these tracks from then on.
+    if (this.renegotiates) this.unstarted.set(dt, 0);
+    else track.addDownTrack(dt);
   }
 
   /** Stops receiving `track`; its transceiver goes inactive. Closing the track does the same. */
   unsubscribe(track: PublishedTrack): void {
+    const i = this.waiting.indexOf(track);
+    if (i !== -1) this.waiting.splice(i, 1);
     this.downTracks.get(track.sid)?.close();
   }
 
   private release(trackSid: string, dt: DownTrack): void {
     if (this.downTracks.get(trackSid) !== dt) return;
     this.downTracks.delete(trackSid);
+    this.unstarted.delete(dt);
     if (this.closed) return;
-    const t = dt.transceiver;
-    // Not transceiver.stop(): on the BUNDLE-tag m-line werift tears the transport down (docs/werift.md).
-    try {
-      this.transport.pc.removeTrack(t.sender);
-    } catch {
-      // already detached; the direction is what the next offer carries
-    }
-    t.setDirection('inactive');
+    // Not transceiver.stop(): on the BUNDLE-tag m-line werift tears the transport down (docs/werift.md, W4).
+    dt.transceiver.setDirection('inactive');
     if (!this.renegotiates) return;
-    this.released.set(t, this.offers + 1);
+    this.released.set(dt.transceiver, this.offers + 1);
     this.scheduleNegotiation();
   }
 
@@ -199,6 +219,7 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     const n = ++this.offers;
     // What this offer carries; a change while it is made goes into the next one.
     const carried = [...this.downTracks.values()];
+    for (const dt of carried) if (this.unstarted.has(dt)) this.unstarted.set(dt, n);
     let sdp: string;
     try {
       sdp = await this.transport.createOffer();
@@ -263,11 +284,17 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     this.pendingOffer = undefined;
     this.supersededSdp = undefined;
     this.failures = 0;
+    for (const [dt, offered] of this.unstarted) {
+      if (offered === 0 || offered > n) continue;
+      this.unstarted.delete(dt);
+      dt.track.addDownTrack(dt);
+    }
     for (const [t, offered] of this.released) {
       if (offered > n) continue;
       this.released.delete(t);
       this.free.push(t);
     }
+    this.admitWaiting();
     if (this.renegotiate) this.scheduleNegotiation();
   }
 
@@ -341,6 +368,8 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     for (const dt of downTracks) dt.close();
     this.free.length = 0;
     this.released.clear();
+    this.unstarted.clear();
+    this.waiting.length = 0;
     this.heldCandidates = undefined;
     if (this.renegotiates) this.transport.close();
     this.removeAllListeners();
