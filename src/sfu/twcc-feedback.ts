@@ -13,7 +13,7 @@
  * the last padding byte holds the padding count, so any RTCP parser strips it cleanly.
  */
 
-import { SeqUnwrapper } from './sequence.ts';
+import { SeqUnwrapper } from '../common/seq-unwrapper.ts';
 
 const DELTA_UNIT_US = 250;
 const REFERENCE_UNIT_US = 64_000;
