@@ -1,16 +1,24 @@
 /**
  * Ownership, end to end (docs/architecture.md#ownership): a room with live media (three
  * participants, each publishing audio and video and receiving the others) is closed by
- * its owner. Afterwards nothing it owned is left: no room or participant in the SFU, no
- * listener on the objects that were in it, no UDP socket or TCP connection more than before the call, and no
- * timer still pending of all those started during the call, on the server's side or the
- * clients' (the clients are closed too). Every `close()` is called a second time on the
- * way and must be harmless.
+ * its owner. Afterwards nothing it owned is left: no room or participant in the SFU; every
+ * DownTrack that was forwarding is closed; none of the SFU's observers is left on the
+ * werift events it subscribed to (each subscriber-side sender's PLI, NACK and RTCP events,
+ * each publisher-side track's RTP and its receiver's packet-lost event), counted as soon as
+ * the close returns and again once werift has closed the PeerConnections; every PeerConnection of the room is closed; no UDP socket or TCP connection more
+ * than before the call, and no timer still pending of all those started during the call,
+ * on the server's side or the clients' (the clients are closed too). Every `close()` is
+ * called a second time on the way and must be harmless.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
+import { RTCPeerConnection, RTCRtpTransceiver, type MediaStreamTrack } from 'werift';
+import type { DownTrack } from '../src/sfu/down-track.ts';
 import type { Participant } from '../src/sfu/participant.ts';
+import type { PublishedTrack } from '../src/sfu/published-track.ts';
 import type { Room } from '../src/sfu/room.ts';
+import type { RtcTransport } from '../src/sfu/rtc-transport.ts';
+import type { SubscriberConnection } from '../src/sfu/subscriber-connection.ts';
 import { eventually, sleep, TestService } from './helpers/service.ts';
 
 /** Timers started after `mark()`, until they fire or are cleared, with where they were started. */
@@ -71,6 +79,38 @@ class TimerLedger {
 /** Open UDP sockets (ICE) and TCP connections (WebSockets) of this process. */
 const sockets = () => process.getActiveResourcesInfo().filter((r) => r === 'UDPWrap' || r === 'TCPSocketWrap').length;
 
+/**
+ * A private field of an SFU object: no accessor exposes a participant's transports or a
+ * published track's werift transceiver. Fails, rather than checking nothing, if it is gone.
+ */
+function field<T>(obj: object, name: string): T {
+  const value = (obj as Record<string, unknown>)[name];
+  assert.ok(value !== undefined && value !== null, `${obj.constructor.name}.${name} is gone: this test reads it`);
+  return value as T;
+}
+
+/** A werift (rx.mini) Event: `length` is how many observers it calls, `ended` whether werift completed it (which drops them all). */
+interface WeriftEvent {
+  readonly length: number;
+  readonly ended: boolean;
+}
+
+/** One werift event the SFU subscribed to once, and its observer count before the room closed. */
+interface Watched {
+  what: string;
+  event: WeriftEvent;
+  before: number;
+}
+
+const watch = (what: string, event: WeriftEvent): Watched => ({ what, event, before: event.length });
+
+/** What is wrong with `w` now if the SFU's one observer is not gone from it. */
+function leftover(w: Watched): string | undefined {
+  if (w.event.ended) return `${w.what}: werift ended the event before the SFU let go of it (the count says nothing)`;
+  const after = w.event.length;
+  return after === w.before - 1 ? undefined : `${w.what}: ${w.before} observers before, ${after} after (expected ${w.before - 1})`;
+}
+
 const ledger = new TimerLedger();
 let svc: TestService;
 
@@ -83,7 +123,7 @@ after(async () => {
   ledger.uninstall();
 });
 
-test('closing a room with live media leaves no participant, listener, socket or timer behind', async () => {
+test('closing a room with live media leaves no participant, DownTrack, observer on werift, open PeerConnection, socket or timer behind', async () => {
   const socketsBefore = sockets();
   ledger.mark();
   const room = 'ownership';
@@ -109,22 +149,57 @@ test('closing a room with live media leaves no participant, listener, socket or 
   assert.equal(tracks.length, 6);
   assert.ok(tracks.every((t) => t.subscriberCount === 2), 'each track goes to both others');
 
+  // What the room holds of werift's, taken before the close.
+  const pcs = participants.flatMap((p) => {
+    const publisher = field<RtcTransport>(p, 'publisher');
+    const subscriber = field<SubscriberConnection>(p, 'receiving').transport;
+    assert.notEqual(publisher, subscriber, `${p.identity} has separate publisher and subscriber transports`);
+    return [publisher.pc, subscriber.pc].map((pc) => ({ what: `${p.identity}'s ${pc === publisher.pc ? 'publisher' : 'subscriber'} PeerConnection`, pc }));
+  });
+  for (const { what, pc } of pcs) {
+    assert.ok(pc instanceof RTCPeerConnection);
+    assert.equal(pc.connectionState, 'connected', what);
+  }
+  const downTracks = new Map<PublishedTrack, readonly DownTrack[]>(tracks.map((t) => [t, t.subscribers]));
+  const closedDownTracks = new Set<DownTrack>();
+  const watched = new Map<PublishedTrack, Watched[]>();
+  for (const t of tracks) {
+    const transceiver = field<RTCRtpTransceiver>(t, 'transceiver');
+    assert.ok(transceiver instanceof RTCRtpTransceiver);
+    const [media, ...more] = transceiver.receiver.tracks as MediaStreamTrack[];
+    assert.ok(media !== undefined && more.length === 0, `${t.sid} is one werift track`);
+    const list = [watch(`${t.sid} onReceiveRtp`, media.onReceiveRtp), watch(`${t.sid} receiver onPacketLost`, transceiver.receiver.onPacketLost)];
+    const dts = downTracks.get(t)!;
+    assert.equal(dts.length, 2);
+    for (const dt of dts) {
+      dt.once('closed', () => closedDownTracks.add(dt));
+      const s = dt.transceiver.sender;
+      const to = `${t.sid} → ${dt.subscriberSid} sender`;
+      list.push(watch(`${to} onPictureLossIndication`, s.onPictureLossIndication), watch(`${to} onGenericNack`, s.onGenericNack), watch(`${to} onRtcp`, s.onRtcp));
+    }
+    watched.set(t, list);
+  }
+  const allDownTracks = [...downTracks.values()].flat();
+  assert.equal(new Set(allDownTracks).size, 12, 'six tracks to two subscribers each');
+  assert.equal(new Set(allDownTracks.map((dt) => dt.transceiver.sender)).size, 12, 'a sender per DownTrack');
+
   r.close('room_closed');
   r.close('room_closed');
   for (const p of participants) p.close('room_closed');
   for (const t of tracks) t.close();
+  // Counted as soon as the close returns and again once the PeerConnections have closed;
+  // leftover() refuses an event werift has ended, which drops every observer, the SFU's or not.
+  const leftAtClose = [...watched.values()].flat().flatMap((w) => leftover(w) ?? []);
 
   assert.equal(sfu.findRoom(room), undefined);
   assert.equal(sfu.roomCount, 0);
   assert.equal(sfu.participantCount(), 0);
   assert.ok(participants.every((p) => p.closed));
-  assert.ok(tracks.every((t) => t.subscriberCount === 0), 'no track writes to a down track any more');
-  for (const p of participants) {
-    for (const event of ['trackPublished', 'trackUnpublished', 'trackMuted', 'closed']) assert.equal(p.listenerCount(event), 0, `${p.identity} still has a "${event}" listener`);
-  }
-  for (const event of ['participantJoined', 'participantLeft', 'trackPublished', 'trackUnpublished', 'closed']) {
-    assert.equal(r.listenerCount(event), 0, `the room still has a "${event}" listener`);
-  }
+  const open = allDownTracks.filter((dt) => !closedDownTracks.has(dt));
+  assert.deepEqual(open.map((dt) => `${dt.track.sid} → ${dt.subscriberSid}`), [], 'DownTracks not closed');
+  assert.deepEqual(leftAtClose, [], 'observers the SFU left on werift events');
+  await eventually(() => pcs.every(({ pc }) => pc.connectionState === 'closed'), "the room's six PeerConnections closed");
+  assert.deepEqual([...watched.values()].flat().flatMap((w) => leftover(w) ?? []), [], 'observers on werift events once the PeerConnections closed');
 
   // Every client hears why and closes its side too.
   for (const c of clients) await c.waitForEvent('left', (m) => m.reason === 'room_closed');
