@@ -22,8 +22,8 @@ export type OfferedTrack = OfferMessage['tracks'][string];
 /** Where one subscribed track's packets go (the tests verify them, the load tool counts them). */
 export interface TrackSink {
   onPacket(rtp: RtpPacket): void;
-  /** The m-line no longer carries this track. */
-  end(): void;
+  /** The m-line no longer carries this track (a sink that keeps its figures needs no `end`). */
+  end?(): void;
 }
 
 /** Makes the sink for a track an offer maps to an m-line. */
@@ -106,7 +106,7 @@ export class SubscriberConnection<S extends TrackSink> {
     if (this.closed) return;
     this.closed = true;
     for (const slot of this.slots.values()) {
-      slot.current?.end();
+      slot.current?.end?.();
       slot.current = undefined;
       slot.trackSid = undefined;
     }
@@ -186,11 +186,11 @@ export class SubscriberConnection<S extends TrackSink> {
       const mid = t.mid ?? undefined;
       const info = mid === undefined ? undefined : tracks[mid];
       if (info === undefined) {
-        slot.current?.end();
+        slot.current?.end?.();
         slot.current = undefined;
         slot.trackSid = undefined;
       } else if (slot.current === undefined || slot.trackSid !== info.trackSid) {
-        slot.current?.end();
+        slot.current?.end?.();
         slot.current = this.sinkFor(info, mid!, t);
         slot.trackSid = info.trackSid;
       }

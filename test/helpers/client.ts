@@ -30,6 +30,7 @@ import type { LeaveReason, ParticipantInfo, ServerMessage, Target, TrackInfo } f
 import { LocalTrack, type Kind, type TrackSource } from '../../src/node-client/local-track.ts';
 import { codecName, isKeyframe, verifyPayload } from '../../src/node-client/payload-format.ts';
 import { codecParameters, LOOPBACK_ICE } from '../../src/node-client/peer-config.ts';
+import { ReceiveStats } from '../../src/node-client/receive-stats.ts';
 import { ServerError } from '../../src/node-client/server-error.ts';
 import { SignalingClient, type JoinedMessage, type MessageOf, type RequestId } from '../../src/node-client/signaling-client.ts';
 import type { OfferedTrack, TrackSink } from '../../src/node-client/subscriber-connection.ts';
@@ -88,8 +89,12 @@ export interface RetransmissionObservation {
   at: number;
 }
 
-/** One remote track as received on the subscriber connection, with what arrived. */
-export class RemoteTrack implements TrackSink {
+/**
+ * One remote track as received on the subscriber connection, with what arrived: the
+ * sequence-number counting of ReceiveStats (packets, bytes, gaps, skipped, late,
+ * duplicates, highestSeq), every payload verified, late packets and retransmissions listed.
+ */
+export class RemoteTrack extends ReceiveStats implements TrackSink {
   readonly mid: string;
   readonly trackSid: string;
   readonly identity: string;
@@ -99,8 +104,6 @@ export class RemoteTrack implements TrackSink {
   /** Codec name (vp8, h264, opus, …) from the payload type of the packets. */
   codec: string | undefined;
   ssrc: number | undefined;
-  packets = 0;
-  bytes = 0;
   /** Payloads that passed `verifyPayload`. */
   verified = 0;
   /** Payloads that failed it; `lastCorrupt` says why. */
@@ -110,17 +113,11 @@ export class RemoteTrack implements TrackSink {
   keyframes = 0;
   /** Packets with the marker bit (video: complete frames). */
   frames = 0;
-  /** Sequence numbers skipped when the highest sequence number jumped forward. */
-  seqGaps = 0;
-  /** Packets that arrived below the highest sequence number and filled a gap. */
-  late = 0;
-  /** Packets whose sequence number had already arrived. */
-  duplicates = 0;
+  /** Packets below the highest sequence number (the last 1000), late or duplicate. */
   readonly retransmissions: RetransmissionObservation[] = [];
   readonly sourceIds = new Set<number>();
   /** The last N payloads (oldest first). */
   readonly lastPayloads: Buffer[] = [];
-  highestSeq: number | undefined;
   lastIndex: number | undefined;
   firstPacketAt: number | undefined;
   lastPacketAt: number | undefined;
@@ -130,9 +127,9 @@ export class RemoteTrack implements TrackSink {
   private readonly keep: number;
   private readonly changed: () => void;
   private lastKeyframeTs: number | undefined;
-  private readonly seen = new Uint8Array(65536);
 
   constructor(init: { mid: string; trackSid: string; identity: string; participantSid: string; kind: Kind; transceiver: RTCRtpTransceiver; keep: number; changed?: () => void }) {
+    super();
     this.mid = init.mid;
     this.trackSid = init.trackSid;
     this.identity = init.identity;
@@ -150,33 +147,14 @@ export class RemoteTrack implements TrackSink {
     const t = this.transceiver;
     const mime = t.codecs.find((c) => c.payloadType === payloadType)?.mimeType ?? t.receiver.tracks[0]?.codec?.mimeType;
     const codec = mime === undefined ? undefined : codecName(mime);
-    this.packets++;
-    this.bytes += rtp.payload.length;
+    const arrival = this.record(seq, rtp.payload.length);
     this.ssrc = ssrc;
     this.codec = codec ?? this.codec;
     this.firstPacketAt ??= now;
     this.lastPacketAt = now;
-    if (this.highestSeq === undefined) {
-      this.highestSeq = seq;
-      this.seen[seq] = 1;
-    } else {
-      const diff = ((seq - this.highestSeq + 0x8000) & 0xffff) - 0x8000;
-      if (diff > 0) {
-        if (diff > 1) this.seqGaps += diff - 1;
-        for (let k = 1; k <= Math.min(diff, 0x8000); k++) {
-          this.seen[(this.highestSeq + k) & 0xffff] = 0;
-          this.seen[(this.highestSeq + k + 0x8000) & 0xffff] = 0;
-        }
-        this.highestSeq = seq;
-        this.seen[seq] = 1;
-      } else {
-        const duplicate = this.seen[seq] === 1;
-        if (duplicate) this.duplicates++;
-        else this.late++;
-        this.seen[seq] = 1;
-        this.retransmissions.push({ seq, duplicate, at: now });
-        if (this.retransmissions.length > 1000) this.retransmissions.splice(0, this.retransmissions.length - 1000);
-      }
+    if (arrival !== 'ahead') {
+      this.retransmissions.push({ seq, duplicate: arrival === 'duplicate', at: now });
+      if (this.retransmissions.length > 1000) this.retransmissions.splice(0, this.retransmissions.length - 1000);
     }
     if (codec !== undefined) {
       const v = verifyPayload(codec, rtp.payload);
@@ -209,8 +187,8 @@ export class RemoteTrack implements TrackSink {
   summary(): string {
     return (
       `${this.identity}/${this.kind} ${this.trackSid} mid=${this.mid} codec=${this.codec} packets=${this.packets} ` +
-      `verified=${this.verified} corrupt=${this.corrupt} keyframes=${this.keyframes} gaps=${this.seqGaps} ` +
-      `dup=${this.duplicates} late=${this.late}${this.ended ? ' ended' : ''}`
+      `verified=${this.verified} corrupt=${this.corrupt} keyframes=${this.keyframes} gaps=${this.gaps} ` +
+      `skipped=${this.skipped} dup=${this.duplicates} late=${this.late}${this.ended ? ' ended' : ''}`
     );
   }
 }
