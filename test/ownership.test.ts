@@ -4,11 +4,12 @@
  * its owner. Afterwards nothing it owned is left: no room or participant in the SFU; every
  * DownTrack that was forwarding is closed; none of the SFU's observers is left on the
  * werift events it subscribed to (each subscriber-side sender's PLI, NACK and RTCP events,
- * each publisher-side track's RTP and its receiver's packet-lost event), counted as soon as
- * the close returns and again once werift has closed the PeerConnections; every PeerConnection of the room is closed; no UDP socket or TCP connection more
- * than before the call, and no timer still pending of all those started during the call,
- * on the server's side or the clients' (the clients are closed too). Every `close()` is
- * called a second time on the way and must be harmless.
+ * each publisher-side track's RTP and its receiver's packet-lost event), counted as soon
+ * as the close returns and again once the room's PeerConnections have closed, which they
+ * all must; no UDP socket or TCP connection more than before the call, and no timer still
+ * pending of all those started during the call, on the server's side or the clients' (the
+ * clients are closed too). Every `close()` is called a second time on the way and must be
+ * harmless.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
