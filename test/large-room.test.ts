@@ -1,22 +1,33 @@
 /**
- * A large room: 36 participants publish audio and video at once and everyone receives
- * everyone (35 × 2 = 70 m-lines on each subscriber connection; the old fixed limit of 64
- * sections refused those answers, and the subscribers froze). The media is low-rate and
- * sent by a few publishers at a time, so 2,520 forwarded tracks fit on a small machine (the
- * server and all 72 client connections share one event loop here);
- * every pair is checked for intact payloads on the m-line the offer names.
+ * A large room: 36 participants publish audio and video and everyone receives everyone
+ * (35 × 2 = 70 m-lines on each subscriber connection; the old fixed limit of 64 sections
+ * refused those answers, and the subscribers froze). Then all 36 send at once, at a low
+ * rate (audio paced to a few packets a second, video a couple of small frames a second:
+ * the server and all 72 client connections share one event loop here), and every one of
+ * the 2,520 forwarded tracks must deliver intact payloads, from the source its m-line's
+ * offer names, both before and after a moment in the middle of that window: they all flow
+ * at the same time.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { AppError } from '../src/common/errors.ts';
 import { loadConfig } from '../src/config.ts';
 import { assertPlausibleSdp } from '../src/sfu/sdp.ts';
-import { ServerError } from './helpers/client.ts';
-import { TestService } from './helpers/service.ts';
+import { type LocalTrack, type RemoteTrack, ServerError, type TestClient } from './helpers/client.ts';
+import { sleep, TestService } from './helpers/service.ts';
 
 const PUBLISHERS = 36;
-/** Publishers sending at once while the others are checked. */
-const SENDING = 6;
+/** Publishers that publish, and wait for their connections, together. */
+const GROUP = 6;
+/** Audio packets per second per publisher in the window (the synthetic Opus clock would send 50). */
+const AUDIO_PPS = 4;
+/** Video frames per second per publisher; at this bitrate every frame, keyframes too, is one packet. */
+const VIDEO_FPS = 2;
+const VIDEO_KBPS = 4;
+/** How long everyone keeps sending after every track has delivered (its second half of the window). */
+const HOLD_MS = 4_000;
+/** Intact payloads each track must deliver in the hold. */
+const MIN_AFTER_MARK = { audio: 6, video: 3 };
 
 let svc: TestService;
 before(async () => {
@@ -26,6 +37,22 @@ after(async () => {
   await svc.close();
 });
 
+/** Sends one Opus frame of `local` every 1000/AUDIO_PPS ms, the first after `offsetMs`; returns the stop function. */
+function paceAudio(local: LocalTrack, offsetMs: number): () => void {
+  const sendOne = () => {
+    for (const p of local.source.nextFrame()) local.transceiver.sender.sendRtp(p).catch(() => {});
+  };
+  let interval: NodeJS.Timeout | undefined;
+  const first = setTimeout(() => {
+    sendOne();
+    interval = setInterval(sendOne, 1000 / AUDIO_PPS);
+  }, offsetMs);
+  return () => {
+    clearTimeout(first);
+    clearInterval(interval);
+  };
+}
+
 test(`${PUBLISHERS} publishers at once, everyone receives everyone`, async () => {
   const room = 'large';
   const t0 = Date.now();
@@ -33,13 +60,13 @@ test(`${PUBLISHERS} publishers at once, everyone receives everyone`, async () =>
   // Published a group at a time, each group's connections up before the next: 36 ICE
   // sessions checking at once while this one event loop (server and all clients) applies
   // 70-m-line descriptions saw checks time out on loopback (all publishers failed at once).
-  for (let first = 0; first < PUBLISHERS; first += SENDING) {
-    const group = clients.slice(first, first + SENDING);
+  for (let first = 0; first < PUBLISHERS; first += GROUP) {
+    const group = clients.slice(first, first + GROUP);
     await Promise.all(
       group.map((c, j) =>
         c.publishTracks([
           { kind: 'audio', sourceId: 2 * (first + j) + 1, startMedia: false },
-          { kind: 'video', sourceId: 2 * (first + j) + 2, bitrateKbps: 30, fps: 5, startMedia: false },
+          { kind: 'video', sourceId: 2 * (first + j) + 2, bitrateKbps: VIDEO_KBPS, fps: VIDEO_FPS, keyframeIntervalFrames: 2 * VIDEO_FPS, startMedia: false },
         ]),
       ),
     );
@@ -48,6 +75,7 @@ test(`${PUBLISHERS} publishers at once, everyone receives everyone`, async () =>
   const others = 2 * (PUBLISHERS - 1);
   for (const c of clients) {
     await c.waitUntil(() => c.remoteTracks.filter((t) => !t.ended).length === others || undefined, 120_000, () => `${others} remote tracks`);
+    await c.waitForConnectionState('subscriber', 'connected', 60_000);
   }
   const negotiated = Date.now();
   const removed = clients.flatMap((c) => c.eventsOf('left').map((l) => `${c.identity}: ${l.reason}`));
@@ -57,28 +85,64 @@ test(`${PUBLISHERS} publishers at once, everyone receives everyone`, async () =>
     assert.equal(sections, others, `${c.identity}: ${sections} m-lines`);
   }
 
-  for (let first = 0; first < PUBLISHERS; first += SENDING) {
-    const senders = clients.slice(first, first + SENDING);
-    for (const s of senders) for (const t of s.localTracks) s.startMedia(t);
-    for (const rx of clients) {
-      for (const s of senders) {
-        if (s === rx) continue;
-        for (const local of s.localTracks) {
-          const rec = await rx.waitForTrackFrom(s.identity!, local.kind, { minPackets: 3, minVerified: 3, minKeyframes: local.kind === 'video' ? 1 : 0, timeoutMs: 60_000 });
-          assert.deepEqual([...rec.sourceIds], [local.sourceId], `${rx.identity} got other payloads on ${s.identity}'s ${local.kind} (mid ${rec.mid})`);
-          assert.equal(rec.corrupt, 0);
-        }
-      }
+  /** Every (subscriber, publisher's local track) pair: 36 × 35 × 2. */
+  const pairs: { rx: TestClient; tx: TestClient; local: LocalTrack }[] = [];
+  for (const rx of clients) for (const tx of clients) if (tx !== rx) for (const local of tx.localTracks) pairs.push({ rx, tx, local });
+  assert.equal(pairs.length, PUBLISHERS * others);
+  const remoteOf = ({ rx, tx, local }: (typeof pairs)[number]): RemoteTrack => {
+    const live = rx.tracksFrom(tx.identity!, local.kind);
+    assert.equal(live.length, 1, `${rx.identity} has ${live.length} live ${local.kind} tracks from ${tx.identity}`);
+    return live[0]!;
+  };
+  for (const pair of pairs) assert.equal(remoteOf(pair).packets, 0, 'nothing was sent before the window');
+
+  // Everyone starts at once; audio phases spread over one packet interval.
+  const stats = svc.service.sfu.stats;
+  const forwardedAtStart = stats.packetsForwarded;
+  const windowStart = performance.now();
+  const stops = clients.map((c, i) => {
+    const [audio, video] = c.localTracks;
+    c.startMedia(video!);
+    return paceAudio(audio!, (i * 1000) / AUDIO_PPS / PUBLISHERS);
+  });
+  let flowing: number;
+  let windowEnd: number;
+  let forwardedInWindow: number;
+  try {
+    for (const pair of pairs) {
+      const { rx, tx, local } = pair;
+      await rx.waitForTrackFrom(tx.identity!, local.kind, { minVerified: 1, minKeyframes: local.kind === 'video' ? 1 : 0, timeoutMs: 60_000 });
     }
-    for (const s of senders) for (const t of s.localTracks) s.stopMedia(t);
+    // Every track has delivered, and every publisher is still sending: count on from here.
+    flowing = performance.now();
+    const mark = new Map(pairs.map((pair) => [pair, remoteOf(pair).verified]));
+    await sleep(HOLD_MS);
+    for (const pair of pairs) {
+      const { rx, tx, local } = pair;
+      const target = mark.get(pair)! + MIN_AFTER_MARK[local.kind];
+      const rec = await rx.waitUntil(() => (remoteOf(pair).verified >= target ? remoteOf(pair) : undefined), 30_000, () => `${target} verified ${local.kind} from ${tx.identity}`);
+      assert.ok(rec.verified - mark.get(pair)! >= MIN_AFTER_MARK[local.kind]);
+    }
+    windowEnd = performance.now();
+    forwardedInWindow = stats.packetsForwarded - forwardedAtStart;
+  } finally {
+    for (const stop of stops) stop();
+    for (const c of clients) for (const t of c.localTracks) c.stopMedia(t);
   }
-  const done = Date.now();
+  for (const pair of pairs) {
+    const { rx, tx, local } = pair;
+    const rec = remoteOf(pair);
+    assert.deepEqual([...rec.sourceIds], [local.sourceId], `${rx.identity} got other payloads on ${tx.identity}'s ${local.kind} (mid ${rec.mid})`);
+    assert.equal(rec.corrupt, 0, `${rx.identity}: corrupt payloads on ${rec.summary()}`);
+  }
   for (const c of clients) assert.deepEqual(c.failures, [], `${c.identity}: ${c.failures.join(' | ')}`);
-  assert.equal(svc.service.sfu.stats.negotiationFailures.invalid_answer + svc.service.sfu.stats.negotiationFailures.timeout, 0, 'no negotiation failed');
+  assert.equal(stats.negotiationFailures.invalid_answer + stats.negotiationFailures.timeout, 0, 'no negotiation failed');
+  const windowS = (windowEnd - windowStart) / 1000;
   const offers = clients.reduce((n, c) => n + c.subscriberOffers, 0);
   console.log(
-    `${PUBLISHERS} publishers: joined and negotiated in ${((negotiated - t0) / 1000).toFixed(1)} s (${offers} subscriber offers), ` +
-      `all ${PUBLISHERS * others} tracks checked in ${((done - negotiated) / 1000).toFixed(1)} s`,
+    `${PUBLISHERS} publishers: joined and negotiated in ${((negotiated - t0) / 1000).toFixed(1)} s (${offers} subscriber offers); ` +
+      `all sending for ${windowS.toFixed(1)} s, every one of the ${pairs.length} tracks flowing after ${((flowing - windowStart) / 1000).toFixed(1)} s; ` +
+      `${forwardedInWindow} packets forwarded, ${Math.round(forwardedInWindow / windowS)} pkt/s`,
   );
   await Promise.all(clients.map((c) => c.close({ leave: true })));
 });
