@@ -110,6 +110,23 @@ const RawConfig = z
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     API_KEY: z.string().min(1).optional(),
     API_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+    /** Redis of the cluster (issue 10, docs/cluster.md); unset = one node, in memory, no Redis. */
+    REDIS_URL: z.url({ protocol: /^rediss?$/ }).optional(),
+    /** This node's id in the cluster; default: hostname:port, fixed for the process. */
+    NODE_ID: z.string().regex(/^[A-Za-z0-9._:-]{1,100}$/, 'letters, digits and . _ : - (at most 100)').optional(),
+    /** This node's HTTP base URL as other nodes and clients reach it; default: the listen address. */
+    PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
+    /** Shared by the nodes of a cluster: authenticates node-to-node requests. */
+    CLUSTER_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
+  })
+  .refine((c) => c.REDIS_URL === undefined || c.CLUSTER_SECRET !== undefined, {
+    message: 'SCV_CLUSTER_SECRET is required when SCV_REDIS_URL is set (it authenticates node-to-node requests)',
+    path: ['CLUSTER_SECRET'],
+  })
+  // The edge's media workers would each need the node's claims; until the edge holds them, a cluster node is one process.
+  .refine((c) => c.REDIS_URL === undefined || c.MEDIA_WORKERS === 0, {
+    message: 'SCV_REDIS_URL needs SCV_MEDIA_WORKERS=0 for now: a cluster node with media workers is not wired yet (issue 10)',
+    path: ['MEDIA_WORKERS'],
   })
   .refine((c) => (c.API_KEY === undefined) === (c.API_SECRET === undefined), {
     message: 'SCV_API_KEY and SCV_API_SECRET must be set together',
@@ -177,6 +194,19 @@ export interface Config {
   logLevel: string;
   recordingsDir: string;
   auth: { apiKey: string; apiSecret: string; development: boolean; tokenLimits: TokenLimits };
+  /** Undefined: one node, nothing in Redis. */
+  cluster: ClusterConfig | undefined;
+}
+
+export interface ClusterConfig {
+  redisUrl: string;
+  /** Undefined: hostname:port once the port is bound. */
+  nodeId: string | undefined;
+  /** Undefined: the listen address. */
+  publicUrl: string | undefined;
+  secret: string;
+  /** Every key of the cluster starts with it, so one Redis can hold other data too. */
+  keyPrefix: string;
 }
 
 export class ConfigError extends Error {
@@ -258,5 +288,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
         : { apiKey: c.API_KEY!, apiSecret: c.API_SECRET!, development: false }),
       tokenLimits: { maxLifetimeSeconds: c.MAX_TOKEN_LIFETIME, clockSkewSeconds: c.TOKEN_CLOCK_SKEW },
     },
+    cluster:
+      c.REDIS_URL === undefined
+        ? undefined
+        : { redisUrl: c.REDIS_URL, nodeId: c.NODE_ID, publicUrl: c.PUBLIC_URL?.replace(/\/+$/, ''), secret: c.CLUSTER_SECRET!, keyPrefix: 'scv:' },
   };
 }

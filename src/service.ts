@@ -1,6 +1,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { TokenService } from './auth/tokens.ts';
+import { Cluster } from './cluster/cluster.ts';
 import { createLogger, type Logger } from './common/logger.ts';
 import type { Config } from './config.ts';
 import { createHttpApp, listen } from './http/app.ts';
@@ -23,6 +24,8 @@ export interface Service {
   metrics: Registry;
   log: Logger;
   app: FastifyInstance;
+  /** This node in the cluster; undefined without SCV_REDIS_URL. */
+  cluster: Cluster | undefined;
   /** Idempotent: closes every room, connection and socket. */
   close(): Promise<void>;
 }
@@ -38,8 +41,10 @@ export async function startService(config: Config, opts: { log?: Logger; web?: b
   const sfu = new Sfu(config, log);
   const metrics = createMetrics(sfu);
   const recordings = new RecordingManager(config.recordingsDir, sfu, log);
+  // Without SCV_REDIS_URL nothing of the cluster exists: no client, no placement, no timer.
+  const cluster = config.cluster === undefined ? undefined : new Cluster(config, sfu, log);
   const app = await createHttpApp(config, log);
-  opsRoutes(app, { sfu, tokens, metrics });
+  opsRoutes(app, { sfu, tokens, metrics, cluster });
   devTokenRoute(app, { tokens, config });
   mediaRoutes(app, { sfu, tokens, config });
   recordingRoutes(app, { sfu, tokens, recordings });
@@ -48,6 +53,10 @@ export async function startService(config: Config, opts: { log?: Logger; web?: b
   if (opts.web !== false) await webRoutes(app, { log });
 
   const { httpUrl, wsUrl } = await listen(app, config);
+  if (cluster !== undefined) {
+    await cluster.start(httpUrl);
+    sfu.setPlacement((room) => cluster.placeRoom(room));
+  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -60,11 +69,14 @@ export async function startService(config: Config, opts: { log?: Logger; web?: b
     metrics,
     log,
     app,
+    cluster,
     close() {
       closing ??= (async () => {
         // Recordings first, so every file is closed and playable before media stops.
         await recordings.close();
         sfu.close();
+        // After the rooms: their claims are released as they close, then the node leaves the registry.
+        await cluster?.close();
         for (const s of sessions) s.close();
         await app.close();
       })();

@@ -33,6 +33,8 @@ export const ERROR_STATUS = {
   CONFLICT: 409,
   E2EE_MODE_MISMATCH: 409,
   E2EE_RECORDING_FORBIDDEN: 409,
+  /** Misdirected Request: the room is hosted by another cluster node; the message and details name it. */
+  ROOM_ON_OTHER_NODE: 421,
   JOIN_TIMEOUT: 408,
   ROOM_FULL: 429,
   TOO_MANY_PLAYERS: 429,

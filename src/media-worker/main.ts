@@ -27,6 +27,8 @@ async function start(msg: Extract<EdgeToWorker, { type: 'start' }>): Promise<voi
     http: { host: '127.0.0.1', port: 0 },
     rtc: { ...msg.config.rtc, portRange: msg.portRange },
     mediaWorkers: 0,
+    // The node is the edge; a worker is never a cluster node of its own.
+    cluster: undefined,
   };
   const log = createLogger(config.logLevel).child({ worker: msg.index });
   service = await startService(config, { log, web: false });

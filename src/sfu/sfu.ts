@@ -1,6 +1,7 @@
 import type { Grant } from '../auth/tokens.ts';
 import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { TypedEmitter } from '../common/typed-emitter.ts';
 import type { Config } from '../config.ts';
 import { MediaStats } from './media-stats.ts';
 import { OverloadGuard } from './overload-guard.ts';
@@ -9,18 +10,27 @@ import { Room, type RoomOptions } from './room.ts';
 import type { ParticipantCapabilities } from './signals.ts';
 
 /**
+ * Decides whether a room that does not exist here may be created here: resolves if so,
+ * throws (an AppError) if not. Installed by a cluster node (src/cluster); the core knows
+ * nothing of where else a room may be.
+ */
+export type RoomPlacement = (room: string) => Promise<void>;
+
+/**
  * The media engine's root: owns every room. Rooms are created on first join and close
  * themselves when empty; `close()` ends them all (server shutdown).
  */
-export class Sfu {
+export class Sfu extends TypedEmitter<{ roomCreated: [Room] }> {
   readonly stats = new MediaStats();
   readonly overload: OverloadGuard;
   private readonly rooms = new Map<string, Room>();
   private readonly config: Config;
   private readonly log: Logger;
   private closed = false;
+  private placement: RoomPlacement | undefined;
 
   constructor(config: Config, log: Logger) {
+    super();
     this.config = config;
     this.log = log;
     this.overload = new OverloadGuard(config.limits.overloadUtilization);
@@ -42,6 +52,20 @@ export class Sfu {
 
   findRoom(name: string): Room | undefined {
     return this.rooms.get(name);
+  }
+
+  setPlacement(placement: RoomPlacement | undefined): void {
+    this.placement = placement;
+  }
+
+  /**
+   * Every path that may create a room awaits this first: a room already here, or any room
+   * without a placement, is here; otherwise the placement decides (and may refuse).
+   */
+  async placeRoom(name: string): Promise<void> {
+    if (this.closed) throw new AppError('SHUTTING_DOWN', 'server is shutting down');
+    if (this.placement === undefined || this.rooms.has(name)) return;
+    await this.placement(name);
   }
 
   /** The room's mode is fixed by whoever creates it; asking for the other mode later is refused. */
@@ -70,6 +94,7 @@ export class Sfu {
       if (this.rooms.get(name) === room) this.rooms.delete(name);
     });
     this.log.info({ room: name }, 'room created');
+    this.emit('roomCreated', room);
     return room;
   }
 
@@ -130,5 +155,7 @@ export class Sfu {
     for (const room of [...this.rooms.values()]) room.close('server_shutdown');
     this.rooms.clear();
     this.overload.close();
+    this.placement = undefined;
+    this.removeAllListeners();
   }
 }

@@ -1,0 +1,327 @@
+import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
+import { Redis } from 'ioredis';
+import { AppError } from '../common/errors.ts';
+import type { Logger } from '../common/logger.ts';
+import { TypedEmitter } from '../common/typed-emitter.ts';
+import type { ClusterConfig, Config } from '../config.ts';
+import type { Room } from '../sfu/room.ts';
+import type { Sfu } from '../sfu/sfu.ts';
+import { NodeRegistry, type NodeRecord } from './node-registry.ts';
+import { rendezvousOrder } from './rendezvous.ts';
+import { RoomClaims } from './room-claims.ts';
+
+/** Heartbeat period: the node's record and its claims are refreshed this often. */
+export const HEARTBEAT_MS = 1000;
+/**
+ * Expiry of a node's record and claims. With the view re-read every heartbeat, a node that
+ * stops is gone for everyone within TTL + one heartbeat (4 s, issue 10 asks for 5).
+ */
+export const NODE_TTL_MS = 3000;
+/** A claim whose room was never created here (the join failed after placement) is let go after this. */
+const UNUSED_CLAIM_MS = 5000;
+
+export type Placement = { here: true } | { here: false; node: NodeRecord };
+
+export interface ClusterHealth {
+  node: string;
+  url: string | undefined;
+  redis: 'up' | 'down';
+  /** Live nodes in the last view, this one included. */
+  nodes: number;
+  draining: boolean;
+}
+
+type ClusterEvents = {
+  /** Redis became reachable or unreachable. */
+  redis: ['up' | 'down'];
+  nodeJoined: [NodeRecord];
+  /** A node's record expired or it left: stop routing to it (the relay of the next slice). */
+  nodeLeft: [string];
+  /** Another node holds the claim of a room hosted here: the room is hosted twice. */
+  claimLost: [string];
+};
+
+/**
+ * This node in the cluster (SCV_REDIS_URL): its record in the registry, the claims of the
+ * rooms it hosts, and the placement of a room's first join. Built before the HTTP port is
+ * bound (the routes hold it), started once it is (the default id and URL come from it).
+ * Redis trouble is logged and never thrown out of the heartbeat; placement without Redis
+ * puts the room here with a warning.
+ */
+export class Cluster extends TypedEmitter<ClusterEvents> {
+  private id: string | undefined;
+  private url: string | undefined;
+  private readonly config: Config;
+  private readonly cluster: ClusterConfig;
+  private readonly sfu: Sfu;
+  private readonly log: Logger;
+  private readonly redis: Redis;
+  private readonly registry: NodeRegistry;
+  private claims: RoomClaims | undefined;
+  /** Live nodes by id as of the last heartbeat. */
+  private view = new Map<string, NodeRecord>();
+  private redisUp = false;
+  private draining = false;
+  private readonly startedAt = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+  private beating: Promise<void> | undefined;
+  private lastElu = performance.eventLoopUtilization();
+  private lastForwarded = 0;
+  private lastBeatAt = performance.now();
+  private load = { forwardedPacketsPerSecond: 0, busiestUtilization: 0 };
+  /** Releases in flight by room: a new placement of the room waits for its release. */
+  private readonly releasing = new Map<string, Promise<void>>();
+  /** When each held claim was taken, for claims whose room never came (UNUSED_CLAIM_MS). */
+  private readonly claimedAt = new Map<string, number>();
+  private closing: Promise<void> | undefined;
+
+  constructor(config: Config, sfu: Sfu, log: Logger) {
+    super();
+    this.config = config;
+    this.cluster = config.cluster!;
+    this.sfu = sfu;
+    this.log = log.child({ component: 'cluster' });
+    this.redis = new Redis(this.cluster.redisUrl, {
+      lazyConnect: true,
+      // Fail fast while Redis is away instead of queueing: placement then goes local (issue 10, item 6).
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 0,
+      commandTimeout: 1000,
+      connectTimeout: 2000,
+      retryStrategy: (attempt) => Math.min(attempt * 200, 1000),
+    });
+    this.redis.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis error'));
+    this.redis.on('ready', () => this.setRedis('up'));
+    this.redis.on('close', () => this.setRedis('down'));
+    this.registry = new NodeRegistry(this.redis, this.cluster.keyPrefix, NODE_TTL_MS);
+    sfu.on('roomCreated', this.onRoomCreated);
+  }
+
+  /** Connects (or keeps trying in the background), writes this node's record and starts the heartbeat. */
+  async start(httpUrl: string): Promise<void> {
+    const listen = new URL(httpUrl);
+    this.id = this.cluster.nodeId ?? `${hostname()}:${listen.port}`;
+    this.url = this.cluster.publicUrl ?? httpUrl.replace(/\/+$/, '');
+    this.claims = new RoomClaims(this.redis, this.cluster.keyPrefix, this.id, NODE_TTL_MS);
+    this.log.info({ node: this.id, url: this.url }, 'joining the cluster');
+    // Load is measured from here: start-up work is not the node's load.
+    this.lastElu = performance.eventLoopUtilization();
+    this.lastBeatAt = performance.now();
+    try {
+      await this.redis.connect();
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'redis unreachable at start: rooms are placed here until it answers');
+    }
+    await this.beat();
+    this.timer = setInterval(() => void this.beat(), HEARTBEAT_MS);
+    this.timer.unref();
+  }
+
+  get node(): string {
+    return this.id ?? '';
+  }
+
+  health(): ClusterHealth {
+    return { node: this.node, url: this.url, redis: this.redisUp ? 'up' : 'down', nodes: this.view.size, draining: this.draining };
+  }
+
+  /** Live nodes as of the last heartbeat. */
+  nodes(): NodeRecord[] {
+    return [...this.view.values()];
+  }
+
+  /**
+   * Where a room that is not here goes: its claim's owner if it has one, else the first
+   * node in its rendezvous order over the live, non-draining nodes under their limits;
+   * this node claims it only if it is that node, so both nodes of a simultaneous first join
+   * compute the same answer, and if their views differ SET NX still lets only one win.
+   */
+  async place(room: string): Promise<Placement> {
+    await this.releasing.get(room);
+    const claims = this.claims!;
+    if (!this.redisUp) return this.placeLocally(room, 'redis is unreachable');
+    try {
+      let owner = await claims.owner(room);
+      for (let attempt = 0; attempt < 3; attempt++) {
+        if (owner === this.id) {
+          this.heldNow(room);
+          return { here: true };
+        }
+        if (owner !== undefined) {
+          const node = this.view.get(owner) ?? (await this.refreshView(), this.view.get(owner));
+          if (node !== undefined) return { here: false, node };
+          throw new AppError('MEDIA_UNAVAILABLE', `room "${room}" is on node "${owner}", which stopped answering; try again in a few seconds`);
+        }
+        const target = this.order(room)[0];
+        if (target === undefined) throw new AppError('TOO_MANY_ROOMS', 'every node of the cluster is at its limits or draining');
+        if (target !== this.id) return { here: false, node: this.view.get(target)! };
+        owner = await claims.claim(room);
+      }
+      throw new AppError('CONFLICT', `room "${room}" changed hands while it was being placed; try again`);
+    } catch (err) {
+      if (err instanceof AppError) throw err;
+      return this.placeLocally(room, (err as Error).message);
+    }
+  }
+
+  /**
+   * The one call site of placement for the join paths (Sfu.placeRoom): here, or refused
+   * with the hosting node's URL. The relay of the next slice replaces this refusal.
+   */
+  async placeRoom(room: string): Promise<void> {
+    const placed = await this.place(room);
+    if (placed.here) return;
+    throw new AppError('ROOM_ON_OTHER_NODE', `room "${room}" is on node "${placed.node.id}" at ${placed.node.url}`, {
+      node: placed.node.id,
+      url: placed.node.url,
+    });
+  }
+
+  /** Node ids in the room's rendezvous order, skipping draining and full nodes. */
+  order(room: string): string[] {
+    const eligible = [...this.view.values()].filter((n) => !n.draining && !overLimits(n)).map((n) => n.id);
+    return rendezvousOrder(room, eligible);
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.sfu.off('roomCreated', this.onRoomCreated);
+      clearInterval(this.timer);
+      await this.beating;
+      await Promise.all(this.releasing.values());
+      const claims = this.claims;
+      if (claims !== undefined && this.redisUp) {
+        try {
+          await Promise.all([...claims.held].map((room) => claims.release(room)));
+          await this.registry.remove(this.id!);
+        } catch (err) {
+          this.log.warn({ err: (err as Error).message }, 'leaving the cluster: redis failed; the record and claims expire by themselves');
+        }
+      }
+      this.redis.disconnect();
+      this.removeAllListeners();
+    })();
+    return this.closing;
+  }
+
+  private placeLocally(room: string, why: string): Placement {
+    this.log.warn({ room, why }, 'room placed here without the cluster: its claim is taken when redis answers');
+    this.heldNow(room);
+    return { here: true };
+  }
+
+  private heldNow(room: string): void {
+    this.claims!.held.add(room);
+    this.claimedAt.set(room, Date.now());
+  }
+
+  /** A room created here (placed or not) holds its claim until it closes. */
+  private readonly onRoomCreated = (room: Room): void => {
+    const claims = this.claims;
+    if (claims === undefined) return;
+    if (!claims.held.has(room.name)) this.heldNow(room.name);
+    room.once('closed', () => {
+      // The same name may already be a new room here (closed then joined again): that one keeps the claim.
+      if (this.sfu.findRoom(room.name) !== undefined) return;
+      this.claimedAt.delete(room.name);
+      const released = claims
+        .release(room.name)
+        .catch((err: unknown) => this.log.warn({ room: room.name, err: (err as Error).message }, 'claim not released: it expires with the node'))
+        .finally(() => this.releasing.delete(room.name));
+      this.releasing.set(room.name, released);
+    });
+  };
+
+  private setRedis(state: 'up' | 'down'): void {
+    if (this.redisUp === (state === 'up')) return;
+    this.redisUp = state === 'up';
+    if (state === 'up') this.log.info('redis reachable');
+    else this.log.warn('redis unreachable: running rooms keep running; new rooms are placed here');
+    this.emit('redis', state);
+  }
+
+  private beat(): Promise<void> {
+    this.beating ??= this.heartbeat().finally(() => (this.beating = undefined));
+    return this.beating;
+  }
+
+  private async heartbeat(): Promise<void> {
+    this.measure();
+    const record = this.record();
+    if (!this.redisUp) {
+      this.view = new Map([[record.id, record]]);
+      return;
+    }
+    try {
+      await this.registry.write(record);
+      this.sweepUnusedClaims();
+      for (const room of await this.claims!.refresh()) {
+        this.log.error({ room }, 'another node holds the claim of a room hosted here: the room is hosted twice');
+        this.emit('claimLost', room);
+      }
+      await this.refreshView();
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'heartbeat failed');
+    }
+  }
+
+  private async refreshView(): Promise<void> {
+    const live = await this.registry.readLive();
+    const next = new Map(live.map((n) => [n.id, n]));
+    // This node's own figures are newer than what it wrote a heartbeat ago.
+    next.set(this.id!, this.record());
+    for (const [id, n] of next) if (!this.view.has(id) && id !== this.id) this.emit('nodeJoined', n);
+    for (const id of this.view.keys()) if (!next.has(id)) this.emit('nodeLeft', id);
+    this.view = next;
+  }
+
+  private sweepUnusedClaims(): void {
+    const now = Date.now();
+    for (const room of this.claims!.held) {
+      const at = this.claimedAt.get(room);
+      if (this.sfu.findRoom(room) !== undefined || (at !== undefined && now - at < UNUSED_CLAIM_MS)) continue;
+      this.claimedAt.delete(room);
+      void this.claims!.release(room).catch(() => {});
+    }
+  }
+
+  private measure(): void {
+    const now = performance.now();
+    const elu = performance.eventLoopUtilization();
+    const seconds = Math.max((now - this.lastBeatAt) / 1000, 0.001);
+    const forwarded = this.sfu.stats.packetsForwarded;
+    this.load = {
+      forwardedPacketsPerSecond: Math.round((forwarded - this.lastForwarded) / seconds),
+      // One process: its own event loop is the busiest (and only) media worker's.
+      busiestUtilization: Math.round(performance.eventLoopUtilization(elu, this.lastElu).utilization * 1000) / 1000,
+    };
+    this.lastElu = elu;
+    this.lastForwarded = forwarded;
+    this.lastBeatAt = now;
+  }
+
+  private record(): NodeRecord {
+    const rtc = this.config.rtc;
+    return {
+      id: this.id!,
+      url: this.url!,
+      media: { address: rtc.announcedIp ?? rtc.interfaces[0] ?? new URL(this.url!).hostname, portRange: rtc.portRange },
+      mediaWorkers: this.config.mediaWorkers,
+      draining: this.draining,
+      limits: { maxRooms: this.config.limits.maxRooms },
+      load: {
+        rooms: this.sfu.roomCount,
+        participants: this.sfu.participantCount(),
+        tracks: this.sfu.publishedTrackCount(),
+        ...this.load,
+        shedding: this.sfu.overload.shedRatio > 0,
+      },
+      startedAt: this.startedAt,
+    };
+  }
+}
+
+function overLimits(n: NodeRecord): boolean {
+  return n.load.rooms >= n.limits.maxRooms || n.load.shedding;
+}
