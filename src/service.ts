@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { TokenService } from './auth/tokens.ts';
 import { Cluster } from './cluster/cluster.ts';
+import { SfuRooms } from './cluster/sfu-rooms.ts';
 import { createLogger, type Logger } from './common/logger.ts';
 import type { Config } from './config.ts';
 import { createHttpApp, listen } from './http/app.ts';
@@ -42,7 +43,7 @@ export async function startService(config: Config, opts: { log?: Logger; web?: b
   const metrics = createMetrics(sfu);
   const recordings = new RecordingManager(config.recordingsDir, sfu, log);
   // Without SCV_REDIS_URL nothing of the cluster exists: no client, no placement, no timer.
-  const cluster = config.cluster === undefined ? undefined : new Cluster(config, sfu, log);
+  const cluster = config.cluster === undefined ? undefined : new Cluster(config, new SfuRooms(sfu), log);
   const app = await createHttpApp(config, log);
   opsRoutes(app, { sfu, tokens, metrics, cluster });
   devTokenRoute(app, { tokens, config });

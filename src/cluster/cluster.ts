@@ -5,8 +5,7 @@ import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { TypedEmitter } from '../common/typed-emitter.ts';
 import type { ClusterConfig, Config } from '../config.ts';
-import type { Room } from '../sfu/room.ts';
-import type { Sfu } from '../sfu/sfu.ts';
+import type { HostedRooms } from './hosted-rooms.ts';
 import { NodeRegistry, type NodeRecord } from './node-registry.ts';
 import { rendezvousOrder } from './rendezvous.ts';
 import { RoomClaims } from './room-claims.ts';
@@ -54,7 +53,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   private url: string | undefined;
   private readonly config: Config;
   private readonly cluster: ClusterConfig;
-  private readonly sfu: Sfu;
+  private readonly rooms: HostedRooms;
   private readonly log: Logger;
   private readonly redis: Redis;
   private readonly registry: NodeRegistry;
@@ -76,11 +75,12 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   private readonly claimedAt = new Map<string, number>();
   private closing: Promise<void> | undefined;
 
-  constructor(config: Config, sfu: Sfu, log: Logger) {
+  /** `rooms`: what hosts this node's rooms (SfuRooms for a one-process node); the cluster closes it. */
+  constructor(config: Config, rooms: HostedRooms, log: Logger) {
     super();
     this.config = config;
     this.cluster = config.cluster!;
-    this.sfu = sfu;
+    this.rooms = rooms;
     this.log = log.child({ component: 'cluster' });
     this.redis = new Redis(this.cluster.redisUrl, {
       lazyConnect: true,
@@ -95,7 +95,8 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     this.redis.on('ready', () => this.setRedis('up'));
     this.redis.on('close', () => this.setRedis('down'));
     this.registry = new NodeRegistry(this.redis, this.cluster.keyPrefix, NODE_TTL_MS);
-    sfu.on('roomCreated', this.onRoomCreated);
+    rooms.on('roomOpened', this.onRoomOpened);
+    rooms.on('roomClosed', this.onRoomClosed);
   }
 
   /** Connects (or keeps trying in the background), writes this node's record and starts the heartbeat. */
@@ -108,6 +109,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     // Load is measured from here: start-up work is not the node's load.
     this.lastElu = performance.eventLoopUtilization();
     this.lastBeatAt = performance.now();
+    this.lastForwarded = this.rooms.load().packetsForwarded;
     try {
       await this.redis.connect();
     } catch (err) {
@@ -186,7 +188,9 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
-      this.sfu.off('roomCreated', this.onRoomCreated);
+      this.rooms.off('roomOpened', this.onRoomOpened);
+      this.rooms.off('roomClosed', this.onRoomClosed);
+      this.rooms.close();
       clearInterval(this.timer);
       await this.beating;
       await Promise.all(this.releasing.values());
@@ -216,21 +220,20 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     this.claimedAt.set(room, Date.now());
   }
 
-  /** A room created here (placed or not) holds its claim until it closes. */
-  private readonly onRoomCreated = (room: Room): void => {
+  /** A room opened here (placed or not) holds its claim until it closes. */
+  private readonly onRoomOpened = (room: string): void => {
+    if (this.claims !== undefined && !this.claims.held.has(room)) this.heldNow(room);
+  };
+
+  private readonly onRoomClosed = (room: string): void => {
     const claims = this.claims;
     if (claims === undefined) return;
-    if (!claims.held.has(room.name)) this.heldNow(room.name);
-    room.once('closed', () => {
-      // The same name may already be a new room here (closed then joined again): that one keeps the claim.
-      if (this.sfu.findRoom(room.name) !== undefined) return;
-      this.claimedAt.delete(room.name);
-      const released = claims
-        .release(room.name)
-        .catch((err: unknown) => this.log.warn({ room: room.name, err: (err as Error).message }, 'claim not released: it expires with the node'))
-        .finally(() => this.releasing.delete(room.name));
-      this.releasing.set(room.name, released);
-    });
+    this.claimedAt.delete(room);
+    const released = claims
+      .release(room)
+      .catch((err: unknown) => this.log.warn({ room, err: (err as Error).message }, 'claim not released: it expires with the node'))
+      .finally(() => this.releasing.delete(room));
+    this.releasing.set(room, released);
   };
 
   private setRedis(state: 'up' | 'down'): void {
@@ -280,7 +283,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     const now = Date.now();
     for (const room of this.claims!.held) {
       const at = this.claimedAt.get(room);
-      if (this.sfu.findRoom(room) !== undefined || (at !== undefined && now - at < UNUSED_CLAIM_MS)) continue;
+      if (this.rooms.has(room) || (at !== undefined && now - at < UNUSED_CLAIM_MS)) continue;
       this.claimedAt.delete(room);
       void this.claims!.release(room).catch(() => {});
     }
@@ -290,11 +293,12 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     const now = performance.now();
     const elu = performance.eventLoopUtilization();
     const seconds = Math.max((now - this.lastBeatAt) / 1000, 0.001);
-    const forwarded = this.sfu.stats.packetsForwarded;
+    const hosted = this.rooms.load();
+    const forwarded = hosted.packetsForwarded;
     this.load = {
       forwardedPacketsPerSecond: Math.round((forwarded - this.lastForwarded) / seconds),
-      // One process: its own event loop is the busiest (and only) media worker's.
-      busiestUtilization: Math.round(performance.eventLoopUtilization(elu, this.lastElu).utilization * 1000) / 1000,
+      // Unless the host measures its media processes, this process's own loop is the media's.
+      busiestUtilization: hosted.busiestUtilization ?? Math.round(performance.eventLoopUtilization(elu, this.lastElu).utilization * 1000) / 1000,
     };
     this.lastElu = elu;
     this.lastForwarded = forwarded;
@@ -303,6 +307,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
 
   private record(): NodeRecord {
     const rtc = this.config.rtc;
+    const hosted = this.rooms.load();
     return {
       id: this.id!,
       url: this.url!,
@@ -311,11 +316,11 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
       draining: this.draining,
       limits: { maxRooms: this.config.limits.maxRooms },
       load: {
-        rooms: this.sfu.roomCount,
-        participants: this.sfu.participantCount(),
-        tracks: this.sfu.publishedTrackCount(),
+        rooms: hosted.rooms,
+        participants: hosted.participants,
+        tracks: hosted.tracks,
         ...this.load,
-        shedding: this.sfu.overload.shedRatio > 0,
+        shedding: hosted.shedding,
       },
       startedAt: this.startedAt,
     };

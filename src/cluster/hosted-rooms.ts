@@ -1,0 +1,31 @@
+import type { TypedEmitter } from '../common/typed-emitter.ts';
+
+export type HostedRoomsEvents = {
+  roomOpened: [string];
+  /** The room is gone from this node (not merely closed and open again under the same name). */
+  roomClosed: [string];
+};
+
+/** What the node's media is doing now, for its record in the registry. */
+export interface HostedLoad {
+  rooms: number;
+  participants: number;
+  tracks: number;
+  /** Packets forwarded since the start, cumulative: the cluster turns it into a rate. */
+  packetsForwarded: number;
+  /** Busiest media process's event-loop utilization, when the host measures it; undefined: the node's own loop is the media's. */
+  busiestUtilization: number | undefined;
+  /** Some media process sheds video (src/sfu/overload-guard.ts). */
+  shedding: boolean;
+}
+
+/**
+ * What the cluster needs of whatever hosts this node's rooms: the Sfu of a one-process node
+ * (SfuRooms), or, once the edge is a cluster node, the media workers behind it (their load
+ * reports). The cluster owns it and closes it.
+ */
+export interface HostedRooms extends Pick<TypedEmitter<HostedRoomsEvents>, 'on' | 'off'> {
+  has(room: string): boolean;
+  load(): HostedLoad;
+  close(): void;
+}
