@@ -123,11 +123,6 @@ const RawConfig = z
     message: 'SCV_CLUSTER_SECRET is required when SCV_REDIS_URL is set (it authenticates node-to-node requests)',
     path: ['CLUSTER_SECRET'],
   })
-  // The edge's media workers would each need the node's claims; until the edge holds them, a cluster node is one process.
-  .refine((c) => c.REDIS_URL === undefined || c.MEDIA_WORKERS === 0, {
-    message: 'SCV_REDIS_URL needs SCV_MEDIA_WORKERS=0 for now: a cluster node with media workers is not wired yet (issue 10)',
-    path: ['MEDIA_WORKERS'],
-  })
   .refine((c) => (c.API_KEY === undefined) === (c.API_SECRET === undefined), {
     message: 'SCV_API_KEY and SCV_API_SECRET must be set together',
     path: ['API_SECRET'],

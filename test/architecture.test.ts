@@ -28,7 +28,7 @@ const ALLOWED: Record<string, readonly string[]> = {
   'src/http': ['src/sfu', 'src/recording', 'src/signaling', 'src/cluster', 'src/auth', 'src/common', 'src/config.ts', 'scripts'],
   'src/service.ts': ['src/http', 'src/signaling', 'src/recording', 'src/sfu', 'src/cluster', 'src/auth', 'src/common', 'src/config.ts'],
   'src/media-worker': ['src/service.ts', 'src/common', 'src/config.ts'],
-  'src/edge': ['src/http', 'src/signaling', 'src/media-worker', 'src/auth', 'src/common', 'src/config.ts'],
+  'src/edge': ['src/http', 'src/signaling', 'src/media-worker', 'src/cluster', 'src/auth', 'src/common', 'src/config.ts'],
   'src/main.ts': ['src/edge', 'src/service.ts', 'src/common', 'src/config.ts'],
   'src/cli': ['src/auth', 'src/common', 'src/config.ts'],
   // Clients speak the protocol: its messages, never the server's insides.

@@ -237,7 +237,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   };
 
   private setRedis(state: 'up' | 'down'): void {
-    if (this.redisUp === (state === 'up')) return;
+    if (this.redisUp === (state === 'up') || this.closing !== undefined) return;
     this.redisUp = state === 'up';
     if (state === 'up') this.log.info('redis reachable');
     else this.log.warn('redis unreachable: running rooms keep running; new rooms are placed here');
@@ -296,7 +296,8 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     const hosted = this.rooms.load();
     const forwarded = hosted.packetsForwarded;
     this.load = {
-      forwardedPacketsPerSecond: Math.round((forwarded - this.lastForwarded) / seconds),
+      // A media worker that restarted counts from 0 again: no negative rate.
+      forwardedPacketsPerSecond: Math.max(0, Math.round((forwarded - this.lastForwarded) / seconds)),
       // Unless the host measures its media processes, this process's own loop is the media's.
       busiestUtilization: hosted.busiestUtilization ?? Math.round(performance.eventLoopUtilization(elu, this.lastElu).utilization * 1000) / 1000,
     };

@@ -1,5 +1,6 @@
 import { AggregatorRegistry, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import { TokenService } from '../auth/tokens.ts';
+import { Cluster } from '../cluster/cluster.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
 import { createHttpApp, listen } from '../http/app.ts';
@@ -8,6 +9,7 @@ import { webRoutes } from '../http/routes/web.ts';
 import { signalingEndpoint } from '../signaling/ws-route.ts';
 import { EdgeSession } from './edge-session.ts';
 import { relayRoutes } from './http-relay.ts';
+import { PoolRooms } from './pool-rooms.ts';
 import { WorkerPool } from './worker-pool.ts';
 
 export interface EdgeService {
@@ -17,6 +19,8 @@ export interface EdgeService {
   tokens: TokenService;
   pool: WorkerPool;
   log: Logger;
+  /** This node in the cluster; undefined without SCV_REDIS_URL. */
+  cluster: Cluster | undefined;
   /** Idempotent: stops the workers (their rooms close, clients are told), then every connection. */
   close(): Promise<void>;
 }
@@ -30,6 +34,12 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   const log = opts.log ?? createLogger(config.logLevel);
   const tokens = new TokenService(config.auth.apiKey, config.auth.apiSecret, config.auth.tokenLimits);
   const pool = await WorkerPool.start(config, log);
+  // The edge is the cluster node: its workers never see Redis (src/media-worker/main.ts).
+  const cluster = config.cluster === undefined ? undefined : new Cluster(config, new PoolRooms(pool), log);
+  /** Before a request may create a room that no worker has: the cluster decides where it goes (or nothing without one). */
+  const placeRoom = async (room: string): Promise<void> => {
+    if (cluster !== undefined && pool.find(room) === undefined) await cluster.placeRoom(room);
+  };
   const app = await createHttpApp(config, log);
 
   const own = new Registry();
@@ -60,6 +70,7 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
       rooms: serving.reduce((n, w) => n + w.rooms, 0),
       participants: serving.reduce((n, w) => n + w.participants, 0),
       workers,
+      ...(cluster === undefined ? {} : { cluster: cluster.health() }),
     };
   });
 
@@ -72,10 +83,10 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   });
 
   devTokenRoute(app, { tokens, config });
-  relayRoutes(app, { pool, tokens, config });
+  relayRoutes(app, { pool, tokens, config, placeRoom });
   const sessions = new Set<EdgeSession>();
   signalingEndpoint(app, (socket) => {
-    const session = new EdgeSession(socket, { pool, tokens, config, log });
+    const session = new EdgeSession(socket, { pool, tokens, config, log, placeRoom });
     sessions.add(session);
     socket.on('close', () => sessions.delete(session));
   });
@@ -84,7 +95,9 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   let urls: { httpUrl: string; wsUrl: string };
   try {
     urls = await listen(app, config);
+    await cluster?.start(urls.httpUrl);
   } catch (err) {
+    await cluster?.close();
     await pool.close();
     throw err;
   }
@@ -96,10 +109,13 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
     tokens,
     pool,
     log,
+    cluster,
     close() {
       closing ??= (async () => {
         // Workers first: their sessions tell each client why (`left`, server_shutdown) through the relay.
         await pool.close();
+        // After the workers: what is still held is released, then the node leaves the registry.
+        await cluster?.close();
         for (const s of sessions) s.close();
         await app.close();
       })();

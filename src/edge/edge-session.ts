@@ -13,6 +13,8 @@ export interface EdgeSessionDeps {
   tokens: TokenService;
   config: Config;
   log: Logger;
+  /** Resolves if a join may create its room here (the cluster's placement); throws why not. */
+  placeRoom: (room: string) => Promise<void>;
 }
 
 type Frame = { data: Buffer; isBinary: boolean };
@@ -61,6 +63,7 @@ export class EdgeSession extends ClientConnection {
     let room: string;
     try {
       room = (await verifyJoin(msg, this.deps.tokens)).room;
+      await this.deps.placeRoom(room);
     } catch (err) {
       return this.sendError(msg.id, err);
     }

@@ -71,8 +71,11 @@ async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyRep
  * the edge without reaching a worker. Nothing is assigned, relayed or logged for a
  * request before its token checks out. The room listing is merged from every worker.
  */
-export function relayRoutes(app: FastifyInstance, deps: { pool: WorkerPool; tokens: TokenService; config: Config }): void {
-  const { pool, tokens, config } = deps;
+export function relayRoutes(
+  app: FastifyInstance,
+  deps: { pool: WorkerPool; tokens: TokenService; config: Config; placeRoom: (room: string) => Promise<void> },
+): void {
+  const { pool, tokens, config, placeRoom } = deps;
 
   app.get('/video/rooms', async (req) => {
     requireGrant(await authenticate(tokens, req), 'admin');
@@ -105,6 +108,7 @@ export function relayRoutes(app: FastifyInstance, deps: { pool: WorkerPool; toke
           if (room === undefined) worker = pool.leastLoaded();
           else if (route.creates !== undefined) {
             route.creates(token, room);
+            await placeRoom(room);
             worker = pool.assign(room);
           } else worker = pool.find(room) ?? pool.leastLoaded();
           return relay(worker, req, reply, body);

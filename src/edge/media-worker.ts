@@ -32,6 +32,11 @@ export class MediaWorker extends TypedEmitter<{ load: []; exit: [expected: boole
   wsUrl = '';
   rooms: ReadonlySet<string> = new Set();
   participants = 0;
+  tracks = 0;
+  packetsForwarded = 0;
+  /** Event-loop utilization over the worker's last report interval. */
+  utilization = 0;
+  shedding = false;
   private nextId = 1;
   private readonly pending = new Map<number, (m: Metrics) => void>();
   private readonly exited: Promise<void>;
@@ -103,6 +108,10 @@ export class MediaWorker extends TypedEmitter<{ load: []; exit: [expected: boole
       case 'load':
         this.rooms = new Set(msg.rooms);
         this.participants = msg.participants;
+        this.tracks = msg.tracks;
+        this.packetsForwarded = msg.packetsForwarded;
+        this.utilization = msg.utilization;
+        this.shedding = msg.shedding;
         this.emit('load');
         return;
       case 'metrics':

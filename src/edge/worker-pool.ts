@@ -1,5 +1,6 @@
 import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
+import { TypedEmitter } from '../common/typed-emitter.ts';
 import type { Config } from '../config.ts';
 import { MediaWorker } from './media-worker.ts';
 
@@ -19,7 +20,7 @@ interface Assignment {
  * and every later one follows. A worker that dies loses only its rooms; the pool starts a
  * replacement and new rooms (including ones that were on the dead worker) go elsewhere.
  */
-export class WorkerPool {
+export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, or exited. */ load: [] }> {
   private readonly slots: (MediaWorker | undefined)[];
   private readonly rooms = new Map<string, Assignment>();
   /** Joins sent to a worker since its last load report, so a burst spreads out. */
@@ -31,6 +32,7 @@ export class WorkerPool {
   restarts = 0;
 
   private constructor(config: Config, log: Logger) {
+    super();
     this.config = config;
     this.log = log;
     this.slots = new Array<MediaWorker | undefined>(config.mediaWorkers).fill(undefined);
@@ -69,6 +71,7 @@ export class WorkerPool {
       this.sentSinceReport.delete(w);
       for (const [room, a] of this.rooms) if (a.worker === w) this.rooms.delete(room);
       if (!expected && !this.closed) this.scheduleRestart(i, RESTART_DELAY_MS[0]);
+      this.emit('load');
     });
     this.log.info({ worker: i, pid: w.pid, url: w.httpUrl }, 'media worker started');
   }
@@ -97,6 +100,7 @@ export class WorkerPool {
     for (const [room, a] of this.rooms) {
       if (a.worker === w && !w.rooms.has(room) && now - a.at > ASSIGNMENT_GRACE_MS) this.rooms.delete(room);
     }
+    this.emit('load');
   }
 
   /** Serving workers. */
@@ -153,5 +157,6 @@ export class WorkerPool {
     for (const t of this.restartTimers) clearTimeout(t);
     this.restartTimers.clear();
     await Promise.all(this.slots.map((w) => w?.close()));
+    this.removeAllListeners();
   }
 }

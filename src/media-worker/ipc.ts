@@ -14,9 +14,24 @@ export type EdgeToWorker =
 
 export type WorkerToEdge =
   | { type: 'ready'; httpUrl: string; wsUrl: string }
-  /** Sent when the rooms or the participant count change. */
-  | { type: 'load'; rooms: string[]; participants: number }
+  /**
+   * Sent when the rooms, the participant or track count or shedding change, and at least
+   * every LOAD_REFRESH_MS with the counters (the cluster's node record, src/cluster).
+   */
+  | {
+      type: 'load';
+      rooms: string[];
+      participants: number;
+      tracks: number;
+      /** Cumulative since the worker started. */
+      packetsForwarded: number;
+      /** Event-loop utilization since the last report, 0-1. */
+      utilization: number;
+      shedding: boolean;
+    }
   | { type: 'metrics'; id: number; metrics: MetricObjectWithValues<MetricValue<string>>[] };
 
 /** How often a worker looks for load changes to report. */
 export const LOAD_REPORT_INTERVAL_MS = 250;
+/** Longest time between two load reports, changed or not: the cluster's heartbeat period. */
+export const LOAD_REFRESH_MS = 1000;

@@ -5,7 +5,8 @@
  */
 import { createLogger } from '../common/logger.ts';
 import { startService, type Service } from '../service.ts';
-import { type EdgeToWorker, LOAD_REPORT_INTERVAL_MS, type WorkerToEdge } from './ipc.ts';
+import { performance } from 'node:perf_hooks';
+import { type EdgeToWorker, LOAD_REFRESH_MS, LOAD_REPORT_INTERVAL_MS, type WorkerToEdge } from './ipc.ts';
 
 const send = (msg: WorkerToEdge) => {
   if (process.connected) process.send!(msg);
@@ -34,12 +35,24 @@ async function start(msg: Extract<EdgeToWorker, { type: 'start' }>): Promise<voi
   service = await startService(config, { log, web: false });
   const sfu = service.sfu;
   let last = '';
+  let lastSentAt = 0;
+  let lastElu = performance.eventLoopUtilization();
   setInterval(() => {
-    const load = { rooms: sfu.listRooms().map((r) => r.name), participants: sfu.participantCount() };
+    const load = {
+      rooms: sfu.listRooms().map((r) => r.name),
+      participants: sfu.participantCount(),
+      tracks: sfu.publishedTrackCount(),
+      shedding: sfu.overload.shedRatio > 0,
+    };
     const key = JSON.stringify(load);
-    if (key === last) return;
+    const now = Date.now();
+    if (key === last && now - lastSentAt < LOAD_REFRESH_MS) return;
     last = key;
-    send({ type: 'load', ...load });
+    lastSentAt = now;
+    const elu = performance.eventLoopUtilization();
+    const utilization = Math.round(performance.eventLoopUtilization(elu, lastElu).utilization * 1000) / 1000;
+    lastElu = elu;
+    send({ type: 'load', ...load, packetsForwarded: sfu.stats.packetsForwarded, utilization });
   }, LOAD_REPORT_INTERVAL_MS).unref();
   send({ type: 'ready', httpUrl: service.httpUrl, wsUrl: service.wsUrl });
   log.info({ url: service.httpUrl }, 'media worker ready');
