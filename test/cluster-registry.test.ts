@@ -251,6 +251,24 @@ test('Redis killed and started again: the node keeps its room, places new ones h
   }
 });
 
+test('a node started while Redis is down runs alone, then joins when Redis answers', async () => {
+  await redis.stop();
+  let a: TestService | undefined;
+  try {
+    a = await TestService.start(clusterEnv('late'));
+    assert.equal((await a.fetch('/healthz')).body.cluster.redis, 'down');
+    assert.equal((await createRoom(a, 'early')).status, 201);
+  } finally {
+    await redis.start();
+  }
+  try {
+    await eventually(async () => (await a.fetch('/healthz')).body.cluster.redis === 'up', '/healthz to say redis is up', 5000);
+    await eventually(async () => (await probe.get('scv:room:early')) === 'late' && (await probe.exists('scv:node:late')) === 1, 'the record and the claim', 3000);
+  } finally {
+    await a.close();
+  }
+});
+
 test('with media workers the edge is the node: it places, claims, counts its workers\' load and releases', async () => {
   const nodes = await Promise.all(['ea', 'eb'].map((id) => TestService.startEdge(1, clusterEnv(id, { SCV_EMPTY_ROOM_TIMEOUT: '1', SCV_RECONNECT_GRACE: '0' }))));
   try {

@@ -61,6 +61,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   /** Live nodes by id as of the last heartbeat. */
   private view = new Map<string, NodeRecord>();
   private redisUp = false;
+  /** Published in the record and /healthz; set by the drain of issue 10's later slice (item 5). */
   private draining = false;
   private readonly startedAt = Date.now();
   private timer: NodeJS.Timeout | undefined;
