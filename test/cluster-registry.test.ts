@@ -18,6 +18,7 @@ import { RoomClaims } from '../src/cluster/room-claims.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import { ServerError } from '../src/node-client/server-error.ts';
+import { someOffer } from './helpers/client.ts';
 import { RedisServer } from './helpers/redis-server.ts';
 import { eventually, sleep, TestService } from './helpers/service.ts';
 
@@ -185,7 +186,7 @@ test('first joins of 50 new rooms at two nodes at once: each room is hosted once
   }
 });
 
-test('a WebSocket join for a room hosted on another node gets ROOM_ON_OTHER_NODE with its URL', async () => {
+test('a WebSocket join or a WHIP offer for a room hosted on another node gets ROOM_ON_OTHER_NODE with its URL', async () => {
   const nodes = await startNodes(['a', 'b']);
   try {
     await eventually(() => nodes.every((n) => viewOf(n).join() === 'a,b'), 'both nodes to see each other', 3000);
@@ -200,6 +201,15 @@ test('a WebSocket join for a room hosted on another node gets ROOM_ON_OTHER_NODE
     assert.ok(err instanceof ServerError, String(err));
     assert.equal(err.code, 'ROOM_ON_OTHER_NODE');
     assert.ok(err.message.includes(b.httpUrl), err.message);
+    assert.equal(a.service.sfu.findRoom(room), undefined);
+    // WHIP (an HTTP session) is placed the same way.
+    const whip = await a.fetch(`/whip/${room}`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${await a.token('carol', room)}`, 'content-type': 'application/sdp' },
+      body: await someOffer('sendonly'),
+    });
+    assert.equal(whip.status, 421);
+    assert.equal(whip.body.error.code, 'ROOM_ON_OTHER_NODE');
     assert.equal(a.service.sfu.findRoom(room), undefined);
     // A room whose hash says "a" but that b already hosts stays on b: the claim decides, not the hash.
     const onA = roomHostedBy('a', ['a', 'b'], 'claimed');
