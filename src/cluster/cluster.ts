@@ -6,6 +6,7 @@ import type { Logger } from '../common/logger.ts';
 import { TypedEmitter } from '../common/typed-emitter.ts';
 import type { ClusterConfig, Config } from '../config.ts';
 import type { HostedRooms } from './hosted-rooms.ts';
+import { NodeAuth } from './node-auth.ts';
 import { NodeRegistry, type NodeRecord } from './node-registry.ts';
 import { rendezvousOrder } from './rendezvous.ts';
 import { RoomClaims } from './room-claims.ts';
@@ -58,6 +59,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   private readonly redis: Redis;
   private readonly registry: NodeRegistry;
   private claims: RoomClaims | undefined;
+  private nodeAuth: NodeAuth | undefined;
   /** Live nodes by id as of the last heartbeat. */
   private view = new Map<string, NodeRecord>();
   private redisUp = false;
@@ -106,6 +108,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     this.id = this.cluster.nodeId ?? `${hostname()}:${listen.port}`;
     this.url = this.cluster.publicUrl ?? httpUrl.replace(/\/+$/, '');
     this.claims = new RoomClaims(this.redis, this.cluster.keyPrefix, this.id, NODE_TTL_MS);
+    this.nodeAuth = new NodeAuth(this.cluster.secret, this.id);
     this.log.info({ node: this.id, url: this.url }, 'joining the cluster');
     // Load is measured from here: start-up work is not the node's load.
     this.lastElu = performance.eventLoopUtilization();
@@ -123,6 +126,11 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
 
   get node(): string {
     return this.id ?? '';
+  }
+
+  /** Signs this node's hops and checks other nodes' (src/cluster/node-auth.ts); set by start(). */
+  get auth(): NodeAuth {
+    return this.nodeAuth!;
   }
 
   health(): ClusterHealth {
@@ -169,16 +177,37 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   }
 
   /**
-   * The one call site of placement for the join paths (Sfu.placeRoom): here, or refused
-   * with the hosting node's URL. The relay of the next slice replaces this refusal.
+   * Placement for a request that may create its room: undefined when the room is here
+   * (claimed), else the node to relay it to. A request that was relayed here already
+   * (`relayed`) is never relayed again: if the views disagree it is refused naming the host.
+   */
+  async relayTarget(room: string, relayed: boolean): Promise<NodeRecord | undefined> {
+    const placed = await this.place(room);
+    if (placed.here) return undefined;
+    if (relayed) throw onOtherNode(room, placed.node);
+    return placed.node;
+  }
+
+  /**
+   * The one call site of placement for the join paths of a one-process node
+   * (Sfu.placeRoom): here, or refused with the hosting node's URL (it does not relay yet).
    */
   async placeRoom(room: string): Promise<void> {
-    const placed = await this.place(room);
-    if (placed.here) return;
-    throw new AppError('ROOM_ON_OTHER_NODE', `room "${room}" is on node "${placed.node.id}" at ${placed.node.url}`, {
-      node: placed.node.id,
-      url: placed.node.url,
-    });
+    await this.relayTarget(room, true);
+  }
+
+  /**
+   * The live node other than this one that holds the room's claim, for a request that
+   * does not create its room; undefined if none (or Redis cannot say): answered here.
+   */
+  async locate(room: string): Promise<NodeRecord | undefined> {
+    if (!this.redisUp) return undefined;
+    try {
+      const owner = await this.claims!.owner(room);
+      return owner === undefined || owner === this.id ? undefined : this.view.get(owner);
+    } catch {
+      return undefined;
+    }
   }
 
   /** Node ids in the room's rendezvous order, skipping draining and full nodes. */
@@ -327,6 +356,10 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
       startedAt: this.startedAt,
     };
   }
+}
+
+function onOtherNode(room: string, node: NodeRecord): AppError {
+  return new AppError('ROOM_ON_OTHER_NODE', `room "${room}" is on node "${node.id}" at ${node.url}`, { node: node.id, url: node.url });
 }
 
 function overLimits(n: NodeRecord): boolean {

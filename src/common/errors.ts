@@ -35,6 +35,8 @@ export const ERROR_STATUS = {
   E2EE_RECORDING_FORBIDDEN: 409,
   /** Misdirected Request: the room is hosted by another cluster node; the message and details name it. */
   ROOM_ON_OTHER_NODE: 421,
+  /** A node-to-node request (x-scv-node-auth) whose credential is missing, forged or expired. */
+  CLUSTER_AUTH_FAILED: 401,
   JOIN_TIMEOUT: 408,
   ROOM_FULL: 429,
   TOO_MANY_PLAYERS: 429,

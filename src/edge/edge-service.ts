@@ -9,6 +9,7 @@ import { webRoutes } from '../http/routes/web.ts';
 import { signalingEndpoint } from '../signaling/ws-route.ts';
 import { EdgeSession } from './edge-session.ts';
 import { relayRoutes } from './http-relay.ts';
+import { NodeHops } from './node-hops.ts';
 import { PoolRooms } from './pool-rooms.ts';
 import { WorkerPool } from './worker-pool.ts';
 
@@ -36,11 +37,10 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   const pool = await WorkerPool.start(config, log);
   // The edge is the cluster node: its workers never see Redis (src/media-worker/main.ts).
   const cluster = config.cluster === undefined ? undefined : new Cluster(config, new PoolRooms(pool), log);
-  /** Before a request may create a room that no worker has: the cluster decides where it goes (or nothing without one). */
-  const placeRoom = async (room: string): Promise<void> => {
-    if (cluster !== undefined && pool.find(room) === undefined) await cluster.placeRoom(room);
-  };
+  // Where a room no worker has goes, and which requests other nodes relayed here (nothing without a cluster).
+  const hops = new NodeHops(cluster, pool);
   const app = await createHttpApp(config, log);
+  hops.install(app, log);
 
   const own = new Registry();
   collectDefaultMetrics({ register: own, prefix: 'scv_edge_process_' });
@@ -83,10 +83,10 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   });
 
   devTokenRoute(app, { tokens, config });
-  relayRoutes(app, { pool, tokens, config, placeRoom });
+  relayRoutes(app, { pool, tokens, config, hops });
   const sessions = new Set<EdgeSession>();
-  signalingEndpoint(app, (socket) => {
-    const session = new EdgeSession(socket, { pool, tokens, config, log, placeRoom });
+  signalingEndpoint(app, (socket, req) => {
+    const session = new EdgeSession(socket, { pool, tokens, config, log, hops, relayed: hops.relayed(req.raw) });
     sessions.add(session);
     socket.on('close', () => sessions.delete(session));
   });

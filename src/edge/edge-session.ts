@@ -4,8 +4,11 @@ import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import type { Config } from '../config.ts';
 import { ClientConnection, POLICY_VIOLATION_CLOSE } from '../signaling/client-connection.ts';
+import type { NodeRecord } from '../cluster/node-registry.ts';
 import { verifyJoin } from '../signaling/join-token.ts';
 import { parseClientMessage, type RequestId } from '../signaling/parse-message.ts';
+import { SIGNALING_PATH } from '../signaling/ws-route.ts';
+import type { NodeHops } from './node-hops.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
 export interface EdgeSessionDeps {
@@ -13,8 +16,10 @@ export interface EdgeSessionDeps {
   tokens: TokenService;
   config: Config;
   log: Logger;
-  /** Resolves if a join may create its room here (the cluster's placement); throws why not. */
-  placeRoom: (room: string) => Promise<void>;
+  /** The cluster's placement and the node credential (src/edge/node-hops.ts). */
+  hops: NodeHops;
+  /** The socket was relayed here by another node (its upgrade had a valid credential): its room is here. */
+  relayed: boolean;
 }
 
 type Frame = { data: Buffer; isBinary: boolean };
@@ -25,7 +30,9 @@ type Frame = { data: Buffer; isBinary: boolean };
  * room's media worker, and from then on frames are relayed both ways untouched over a
  * WebSocket to that worker, whose session does the real work. If the worker dies, the
  * client is told `left` with reason `media_worker_failed` and its socket is closed, so
- * the SDK joins again (and lands on a live worker).
+ * the SDK joins again (and lands on a live worker). In a cluster, a join for a room another
+ * node hosts is relayed the same way to that node's WebSocket, with the hop's credential on
+ * the upgrade; that node's edge then relays it to its worker (never further).
  */
 export class EdgeSession extends ClientConnection {
   private readonly deps: EdgeSessionDeps;
@@ -61,9 +68,10 @@ export class EdgeSession extends ClientConnection {
       return this.sendError(msg.id, new AppError('NOT_JOINED', 'send "join" first'));
     }
     let room: string;
+    let node: NodeRecord | undefined;
     try {
       room = (await verifyJoin(msg, this.deps.tokens)).room;
-      await this.deps.placeRoom(room);
+      node = await this.deps.hops.place(room, this.deps.relayed);
     } catch (err) {
       return this.sendError(msg.id, err);
     }
@@ -72,7 +80,7 @@ export class EdgeSession extends ClientConnection {
       // A join the worker refused, then another for a different room: start over there.
       this.dropUpstream();
       try {
-        this.connect(room);
+        this.connect(room, node);
       } catch (err) {
         return this.sendError(msg.id, err);
       }
@@ -80,18 +88,29 @@ export class EdgeSession extends ClientConnection {
     return this.forward(frame, msg.id);
   }
 
-  private connect(room: string): void {
-    const worker = this.deps.pool.assign(room);
-    const url = worker.wsUrl;
-    if (worker.state !== 'ready' || url === '') throw new AppError('MEDIA_UNAVAILABLE', 'the media worker for this room is not available');
-    const up = new WebSocket(url);
+  /** Opens the upstream socket: to the room's worker here, or to the hosting node `node`. */
+  private connect(room: string, node: NodeRecord | undefined): void {
+    let up: WebSocket;
+    let unavailable: string;
+    if (node === undefined) {
+      const worker = this.deps.pool.assign(room);
+      const url = worker.wsUrl;
+      if (worker.state !== 'ready' || url === '') throw new AppError('MEDIA_UNAVAILABLE', 'the media worker for this room is not available');
+      up = new WebSocket(url);
+      unavailable = 'the media worker for this room is not available';
+      this.log = this.deps.log.child({ room, worker: worker.index });
+    } else {
+      const url = `${node.url.replace(/^http/, 'ws')}${SIGNALING_PATH}`;
+      up = new WebSocket(url, { headers: this.deps.hops.credential('GET', SIGNALING_PATH) });
+      unavailable = `node "${node.id}" hosting this room is not answering`;
+      this.log = this.deps.log.child({ room, node: node.id });
+    }
     up.binaryType = 'arraybuffer';
     this.upstream = up;
     this.room = room;
-    this.log = this.deps.log.child({ room, worker: worker.index });
     this.upstreamOpen = new Promise((resolve, reject) => {
       up.addEventListener('open', () => resolve(), { once: true });
-      up.addEventListener('error', () => reject(new AppError('MEDIA_UNAVAILABLE', 'the media worker for this room is not available')), { once: true });
+      up.addEventListener('error', () => reject(new AppError('MEDIA_UNAVAILABLE', unavailable)), { once: true });
     });
     // Settled either way; the rejection is read by whoever forwards next.
     this.upstreamOpen.catch(() => {});

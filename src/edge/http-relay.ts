@@ -2,16 +2,19 @@ import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { requireGrant, type TokenService } from '../auth/tokens.ts';
+import { NODE_AUTH_HEADER } from '../cluster/node-auth.ts';
+import type { NodeRecord } from '../cluster/node-registry.ts';
 import { AppError } from '../common/errors.ts';
 import type { Config } from '../config.ts';
 import { authenticate } from '../http/auth.ts';
 import { preflights, ROUTES, type WorkerRoute } from '../http/route-table.ts';
 import { mediaTypeOf, parse, pathName } from '../http/validate.ts';
 import type { MediaWorker } from './media-worker.ts';
+import type { NodeHops } from './node-hops.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1) and those the relay recomputes. */
-const HOP_HEADERS = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'te', 'trailer', 'proxy-connection']);
+/** Hop-by-hop headers (RFC 9110 §7.6.1), those the relay recomputes, and the node credential (one hop's). */
+const HOP_HEADERS = new Set([NODE_AUTH_HEADER, 'connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'host', 'content-length', 'te', 'trailer', 'proxy-connection']);
 
 /** A JSON body the route routes by, parsed: its syntax is checked before the token, as a worker's body parser does. */
 function jsonBody(route: WorkerRoute, req: FastifyRequest, body: Buffer | undefined): { json: unknown } | undefined {
@@ -39,15 +42,20 @@ function roomOf(route: WorkerRoute, req: FastifyRequest, body: { json: unknown }
   return (parse(key.schema, body.json) as Record<string, string>)[key.field];
 }
 
-async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyReply, body: Buffer | undefined): Promise<FastifyReply> {
+/** Where a request goes: a media worker of this node, or another node of the cluster (with the hop's credential). */
+type Target = { worker: MediaWorker } | { node: NodeRecord; credential: Record<string, string> };
+
+/** The one relay of the edge: to a worker, or node to node; the answer comes back as it was. */
+async function relay(target: Target, req: FastifyRequest, reply: FastifyReply, body: Buffer | undefined): Promise<FastifyReply> {
   const headers = new Headers();
   for (const [k, v] of Object.entries(req.headers)) {
     if (v === undefined || HOP_HEADERS.has(k)) continue;
     for (const value of Array.isArray(v) ? v : [v]) headers.append(k, value);
   }
+  if ('node' in target) for (const [k, v] of Object.entries(target.credential)) headers.set(k, v);
   let res: Response;
   try {
-    res = await fetch(worker.url(req.url), {
+    res = await fetch('worker' in target ? target.worker.url(req.url) : `${target.node.url}${req.url}`, {
       method: req.method,
       headers,
       body: req.method === 'GET' || req.method === 'HEAD' ? undefined : body,
@@ -55,7 +63,10 @@ async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyRep
     });
   } catch (err) {
     if (err instanceof AppError) throw err;
-    throw new AppError('MEDIA_UNAVAILABLE', 'the media worker for this room is not available; try again');
+    throw new AppError(
+      'MEDIA_UNAVAILABLE',
+      'worker' in target ? 'the media worker for this room is not available; try again' : `node "${target.node.id}" hosting this room is not answering; try again`,
+    );
   }
   reply.status(res.status);
   for (const [k, v] of res.headers) if (!HOP_HEADERS.has(k)) reply.header(k, v);
@@ -69,13 +80,14 @@ async function relay(worker: MediaWorker, req: FastifyRequest, reply: FastifyRep
  * one, else to any worker. The edge's router has the same routes as a worker's, so an
  * unknown path or method, a bad URL or an overlong path segment gets the same answer at
  * the edge without reaching a worker. Nothing is assigned, relayed or logged for a
- * request before its token checks out. The room listing is merged from every worker.
+ * request before its token checks out. In a cluster, a request for a room another node
+ * hosts (or is placed on) is relayed to that node instead, with the hop's credential. The room listing is merged from every worker.
  */
 export function relayRoutes(
   app: FastifyInstance,
-  deps: { pool: WorkerPool; tokens: TokenService; config: Config; placeRoom: (room: string) => Promise<void> },
+  deps: { pool: WorkerPool; tokens: TokenService; config: Config; hops: NodeHops },
 ): void {
-  const { pool, tokens, config, placeRoom } = deps;
+  const { pool, tokens, config, hops } = deps;
 
   app.get('/video/rooms', async (req) => {
     requireGrant(await authenticate(tokens, req), 'admin');
@@ -94,7 +106,7 @@ export function relayRoutes(
     scope.removeAllContentTypeParsers();
     scope.addContentTypeParser('*', { parseAs: 'buffer', bodyLimit: config.limits.maxMessageBytes }, (_req, body, done) => done(null, body));
     // CORS preflights carry no token: any worker answers them, nothing is created.
-    for (const { url } of preflights()) scope.options(url, (req, reply) => relay(pool.leastLoaded(), req, reply, undefined));
+    for (const { url } of preflights()) scope.options(url, (req, reply) => relay({ worker: pool.leastLoaded() }, req, reply, undefined));
     for (const route of Object.values(ROUTES) as WorkerRoute[]) {
       scope.route({
         method: route.method,
@@ -104,14 +116,21 @@ export function relayRoutes(
           const json = jsonBody(route, req, body);
           const token = await authenticate(tokens, req);
           const room = roomOf(route, req, json);
+          // Relayed here by another node: this node hosts the room, and the request goes no further than its workers.
+          const relayed = hops.relayed(req.raw);
           let worker: MediaWorker;
           if (room === undefined) worker = pool.leastLoaded();
           else if (route.creates !== undefined) {
             route.creates(token, room);
-            await placeRoom(room);
+            const node = await hops.place(room, relayed);
+            if (node !== undefined) return relay({ node, credential: hops.credential(req.method, req.url) }, req, reply, body);
             worker = pool.assign(room);
-          } else worker = pool.find(room) ?? pool.leastLoaded();
-          return relay(worker, req, reply, body);
+          } else {
+            const node = await hops.locate(room, relayed);
+            if (node !== undefined) return relay({ node, credential: hops.credential(req.method, req.url) }, req, reply, body);
+            worker = pool.find(room) ?? pool.leastLoaded();
+          }
+          return relay({ worker }, req, reply, body);
         },
       });
     }

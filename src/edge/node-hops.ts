@@ -1,0 +1,66 @@
+import type { IncomingMessage } from 'node:http';
+import type { FastifyInstance } from 'fastify';
+import type { Cluster } from '../cluster/cluster.ts';
+import { NODE_AUTH_HEADER } from '../cluster/node-auth.ts';
+import type { NodeRecord } from '../cluster/node-registry.ts';
+import type { Logger } from '../common/logger.ts';
+import type { WorkerPool } from './worker-pool.ts';
+
+/**
+ * The edge's side of "any node answers" (issue 10, docs/cluster.md): where a request or a
+ * join for a room goes when this node is in a cluster, and which requests were relayed
+ * here by another node. Without a cluster every room is here and nothing is relayed.
+ */
+export class NodeHops {
+  private readonly cluster: Cluster | undefined;
+  private readonly pool: WorkerPool;
+  /** Requests (HTTP and WebSocket upgrades) whose node credential checked out. */
+  private readonly relayedHere = new WeakSet<IncomingMessage>();
+
+  constructor(cluster: Cluster | undefined, pool: WorkerPool) {
+    this.cluster = cluster;
+    this.pool = pool;
+  }
+
+  /**
+   * Checks the credential of every request that carries one, before routing (and before a
+   * WebSocket upgrade): a bad one is refused with CLUSTER_AUTH_FAILED, a good one marks
+   * the request as relayed. A node outside a cluster ignores the header.
+   */
+  install(app: FastifyInstance, log: Logger): void {
+    const cluster = this.cluster;
+    if (cluster === undefined) return;
+    app.addHook('onRequest', async (req) => {
+      const value = req.headers[NODE_AUTH_HEADER];
+      if (value === undefined) return;
+      try {
+        cluster.auth.verify(value, req.method, req.url);
+        this.relayedHere.add(req.raw);
+      } catch (err) {
+        log.warn({ url: req.url, method: req.method, err: (err as Error).message }, 'node-to-node request refused');
+        throw err;
+      }
+    });
+  }
+
+  relayed(req: IncomingMessage): boolean {
+    return this.relayedHere.has(req);
+  }
+
+  /** For a request that may create its room: undefined = here (placed and claimed), else the node to relay it to. */
+  async place(room: string, relayed: boolean): Promise<NodeRecord | undefined> {
+    if (this.cluster === undefined || this.pool.find(room) !== undefined) return undefined;
+    return this.cluster.relayTarget(room, relayed);
+  }
+
+  /** For a request about a room it does not create: the node hosting it, if another. */
+  async locate(room: string, relayed: boolean): Promise<NodeRecord | undefined> {
+    if (this.cluster === undefined || relayed || this.pool.find(room) !== undefined) return undefined;
+    return this.cluster.locate(room);
+  }
+
+  /** The header of a hop to another node for this method and path (with its query). */
+  credential(method: string, path: string): Record<string, string> {
+    return { [NODE_AUTH_HEADER]: this.cluster!.auth.sign(method, path) };
+  }
+}
