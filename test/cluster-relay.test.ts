@@ -19,6 +19,8 @@ import { eventually, TestService } from './helpers/service.ts';
 const API = { SCV_API_KEY: 'relay-test', SCV_API_SECRET: 'relay-test-secret-of-at-least-32-chars!' };
 const SECRET = 'cluster-secret-for-relay-tests';
 const IDS = ['ra', 'rb', 'rc'];
+/** Per client IP and 10 s window; every request of this file comes from 127.0.0.1. */
+const RATE_LIMIT = 60;
 
 let redis: RedisServer;
 let probe: Redis;
@@ -29,7 +31,7 @@ before(async () => {
   probe = new Redis(redis.url, { maxRetriesPerRequest: 1 });
   nodes = await Promise.all(
     IDS.map((id) =>
-      TestService.startEdge(1, { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_NODE_ID: id, SCV_RECONNECT_GRACE: '0' }),
+      TestService.startEdge(1, { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_NODE_ID: id, SCV_RECONNECT_GRACE: '0', SCV_HTTP_RATE_LIMIT: String(RATE_LIMIT) }),
     ),
   );
   await eventually(() => nodes.every((n) => n.service.cluster!.nodes().length === 3), 'the three nodes to see each other', 3000);
@@ -161,4 +163,17 @@ test('a relayed request with an expired client token gets TOKEN_EXPIRED from the
   assert.equal(through.status, 401);
   assert.equal(through.body.error.code, 'TOKEN_EXPIRED');
   assert.equal(await probe.exists(`scv:room:${room}`), 0);
+});
+
+// Last: it spends 127.0.0.1's rate limit at rc.
+test("a node's hops are exempt from the host's per-IP rate limit; forged ones and plain clients are not", async () => {
+  const room = roomHostedBy('rc', 'rate');
+  const admin = await node('rc').token('ops', undefined, ['admin']);
+  const path = `/video/rooms/${room}`;
+  const get = (headers: Record<string, string>) => node('rc').fetch(path, { headers: { authorization: `Bearer ${admin}`, ...headers } });
+  const hops = await Promise.all(Array.from({ length: RATE_LIMIT + 20 }, () => get({ [NODE_AUTH_HEADER]: new NodeAuth(SECRET, 'ra').sign('GET', path) })));
+  assert.deepEqual([...new Set(hops.map((r) => r.status))], [404], 'every hop reaches the host (the room does not exist)');
+  const forged = await Promise.all(Array.from({ length: RATE_LIMIT + 20 }, () => get({ [NODE_AUTH_HEADER]: 'v1:0:forged:ra' })));
+  assert.ok(forged.some((r) => r.status === 429), 'forged hops are counted against the address');
+  assert.equal((await get({})).body.error.code, 'RATE_LIMITED');
 });

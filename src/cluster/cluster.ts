@@ -128,9 +128,9 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     return this.id ?? '';
   }
 
-  /** Signs this node's hops and checks other nodes' (src/cluster/node-auth.ts); set by start(). */
-  get auth(): NodeAuth {
-    return this.nodeAuth!;
+  /** Signs this node's hops and checks other nodes' (src/cluster/node-auth.ts); undefined until start() knows the node's id. */
+  get auth(): NodeAuth | undefined {
+    return this.nodeAuth;
   }
 
   health(): ClusterHealth {

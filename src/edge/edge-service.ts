@@ -39,7 +39,7 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   const cluster = config.cluster === undefined ? undefined : new Cluster(config, new PoolRooms(pool), log);
   // Where a room no worker has goes, and which requests other nodes relayed here (nothing without a cluster).
   const hops = new NodeHops(cluster, pool);
-  const app = await createHttpApp(config, log);
+  const app = await createHttpApp(config, log, { rateExempt: hops.rateExempt });
   hops.install(app, log);
 
   const own = new Registry();

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { AppError } from '../common/errors.ts';
 import type { Cluster } from '../cluster/cluster.ts';
 import { NODE_AUTH_HEADER } from '../cluster/node-auth.ts';
 import type { NodeRecord } from '../cluster/node-registry.ts';
@@ -23,24 +24,41 @@ export class NodeHops {
   }
 
   /**
-   * Checks the credential of every request that carries one, before routing (and before a
-   * WebSocket upgrade): a bad one is refused with CLUSTER_AUTH_FAILED, a good one marks
-   * the request as relayed. A node outside a cluster ignores the header.
+   * Checks the credential of every request that carries one, before its handler (and so
+   * before a WebSocket upgrade) but after the per-IP rate limit has counted it: a bad one
+   * is refused with CLUSTER_AUTH_FAILED, a good one marks the request as relayed. A node
+   * outside a cluster ignores the header.
    */
   install(app: FastifyInstance, log: Logger): void {
-    const cluster = this.cluster;
-    if (cluster === undefined) return;
-    app.addHook('onRequest', async (req) => {
-      const value = req.headers[NODE_AUTH_HEADER];
-      if (value === undefined) return;
+    if (this.cluster === undefined) return;
+    app.addHook('preValidation', async (req) => {
+      if (req.headers[NODE_AUTH_HEADER] === undefined) return;
       try {
-        cluster.auth.verify(value, req.method, req.url);
-        this.relayedHere.add(req.raw);
+        this.check(req);
       } catch (err) {
         log.warn({ url: req.url, method: req.method, err: (err as Error).message }, 'node-to-node request refused');
         throw err;
       }
     });
+  }
+
+  /** For the per-IP rate limit, which runs first: a valid hop is exempt (its client was counted where it came in). */
+  readonly rateExempt = (req: FastifyRequest): boolean => {
+    if (this.cluster === undefined || req.headers[NODE_AUTH_HEADER] === undefined) return false;
+    try {
+      this.check(req);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  private check(req: FastifyRequest): void {
+    if (this.relayedHere.has(req.raw)) return;
+    const auth = this.cluster?.auth;
+    if (auth === undefined) throw new AppError('CLUSTER_AUTH_FAILED', 'this node has not joined its cluster yet');
+    auth.verify(req.headers[NODE_AUTH_HEADER], req.method, req.url);
+    this.relayedHere.add(req.raw);
   }
 
   relayed(req: IncomingMessage): boolean {
@@ -61,6 +79,6 @@ export class NodeHops {
 
   /** The header of a hop to another node for this method and path (with its query). */
   credential(method: string, path: string): Record<string, string> {
-    return { [NODE_AUTH_HEADER]: this.cluster!.auth.sign(method, path) };
+    return { [NODE_AUTH_HEADER]: this.cluster!.auth!.sign(method, path) };
   }
 }

@@ -2,7 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
 import rateLimit from '@fastify/rate-limit';
 import websocket from '@fastify/websocket';
-import Fastify, { type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { AppError, errorBody, toAppError } from '../common/errors.ts';
 import { clip, MAX_PATH_PARAM_LENGTH } from '../common/limits.ts';
 import type { Logger } from '../common/logger.ts';
@@ -46,7 +46,8 @@ function onClientError(err: NodeJS.ErrnoException, socket: Duplex): void {
  * are NOT_FOUND; requests are limited per client IP (SCV_HTTP_RATE_LIMIT); WebSockets
  * enabled.
  */
-export async function createHttpApp(config: Config, log: Logger): Promise<FastifyInstance> {
+/** `rateExempt`: requests the per-IP rate limit skips (a cluster node's hops: their clients were counted where they came in). */
+export async function createHttpApp(config: Config, log: Logger, opts: { rateExempt?: (req: FastifyRequest) => boolean } = {}): Promise<FastifyInstance> {
   // Fastify's own request logging is off: we log events that matter, with room and participant.
   const app = Fastify({
     logger: false,
@@ -74,7 +75,7 @@ export async function createHttpApp(config: Config, log: Logger): Promise<Fastif
       hook: 'onRequest',
       max: rate.max,
       timeWindow: rate.windowMs,
-      allowList: (req) => RATE_EXEMPT_PATHS.has(req.url.split('?')[0]!),
+      allowList: (req) => RATE_EXEMPT_PATHS.has(req.url.split('?')[0]!) || opts.rateExempt?.(req) === true,
       errorResponseBuilder: (_req, ctx) => new AppError('RATE_LIMITED', `too many requests from this address; retry in ${ctx.after}`),
     });
   }
