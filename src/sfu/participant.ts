@@ -225,6 +225,7 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     const info = this.trackInfoByMid.get(mid);
     const published = new PublishedTrack({
       ownerSid: this.sid,
+      ownerIdentity: this.identity,
       transceiver,
       track,
       codec,
@@ -268,7 +269,6 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
       stats: this.stats,
       overload: this.overload,
       log: this.log,
-      identityOf: (sid) => this.identityOf(sid),
     });
     receiving.on('offer', (offer) => this.deliver({ type: 'subscriptionOffer', offer }));
     receiving.on('candidate', (candidate) => this.deliver({ type: 'localCandidate', role: 'subscriber', candidate }));
@@ -293,8 +293,6 @@ export class Participant extends TypedEmitter<ParticipantEvents> {
     this.receiving?.resendPendingOffer();
   }
 
-  /** Filled in by the room so offers can name the identity behind each track. */
-  identityOf: (participantSid: string) => string = () => '';
 
   async handleSubscriberAnswer(sdp: string): Promise<void> {
     this.assertOpen();

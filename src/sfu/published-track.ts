@@ -26,6 +26,8 @@ export class PublishedTrack {
   readonly sid = `TR_${randomBytes(6).toString('hex')}`;
   readonly kind: MediaKind;
   readonly ownerSid: string;
+  /** Its publisher's identity, for the offers that carry it. */
+  readonly ownerIdentity: string;
   readonly mid: string;
   readonly codec: RTCRtpCodecParameters;
   readonly codecName: string;
@@ -61,6 +63,7 @@ export class PublishedTrack {
 
   constructor(opts: {
     ownerSid: string;
+    ownerIdentity: string;
     transceiver: RTCRtpTransceiver;
     track: MediaStreamTrack;
     codec: RTCRtpCodecParameters;
@@ -70,6 +73,7 @@ export class PublishedTrack {
     log?: Logger;
   }) {
     this.ownerSid = opts.ownerSid;
+    this.ownerIdentity = opts.ownerIdentity;
     this.transceiver = opts.transceiver;
     this.kind = opts.track.kind === 'audio' ? 'audio' : 'video';
     this.mid = opts.transceiver.mid ?? '';

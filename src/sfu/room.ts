@@ -88,10 +88,10 @@ export class Room extends TypedEmitter<RoomEvents> {
     return [...this.participants.values()];
   }
 
-  /** Every track currently published in the room, optionally excluding one participant's. */
-  tracks(exceptSid?: string): PublishedTrack[] {
+  /** Every track currently published in the room. */
+  tracks(): PublishedTrack[] {
     const out: PublishedTrack[] = [];
-    for (const p of this.participants.values()) if (p.sid !== exceptSid) out.push(...p.published.values());
+    for (const p of this.participants.values()) out.push(...p.published.values());
     return out;
   }
 
@@ -124,7 +124,6 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.emptyTimer = undefined;
     this.participants.set(p.sid, p);
     if (p.hidden) this.players.set(p.sid, p.owner);
-    p.identityOf = (sid) => this.participants.get(sid)?.identity ?? '';
     p.on('trackPublished', (track) => {
       this.broadcast({ type: 'trackPublished', participantSid: p.sid, identity: p.identity, track: track.info() });
       for (const other of this.participants.values()) if (other.receivesFrom(p)) other.subscribe(track);

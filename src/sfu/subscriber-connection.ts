@@ -46,8 +46,6 @@ export interface SubscriberConnectionOptions {
   stats: MediaStats;
   overload: OverloadGuard;
   log: Logger;
-  /** The identity behind a participant sid, for the offer's `tracks`. */
-  identityOf: (participantSid: string) => string;
 }
 
 /**
@@ -68,7 +66,6 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
   private readonly stats: MediaStats;
   private readonly overload: OverloadGuard;
   private readonly log: Logger;
-  private readonly identityOf: (participantSid: string) => string;
   /** By published track sid. */
   private readonly downTracks = new Map<string, DownTrack>();
   /** Inactive transceivers a negotiation has confirmed, ready for the next track of their kind. */
@@ -111,7 +108,6 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
     this.stats = opts.stats;
     this.overload = opts.overload;
     this.log = opts.log;
-    this.identityOf = opts.identityOf;
     if (this.renegotiates) {
       // werift gathers while the first offer is set as local description: candidates
       // before that offer would reach a client with nothing to add them to.
@@ -233,7 +229,7 @@ export class SubscriberConnection extends TypedEmitter<SubscriberConnectionEvent
       const mid = dt.transceiver.mid;
       if (mid === undefined || mid === null || this.downTracks.get(dt.track.sid) !== dt) continue;
       const t = dt.track;
-      tracks[mid] = { participantSid: t.ownerSid, identity: this.identityOf(t.ownerSid), trackSid: t.sid, kind: t.kind, source: t.source, name: t.name };
+      tracks[mid] = { participantSid: t.ownerSid, identity: t.ownerIdentity, trackSid: t.sid, kind: t.kind, source: t.source, name: t.name };
     }
     this.pendingOffer = { sdp, tracks };
     this.armAnswerTimer(n);
