@@ -37,6 +37,8 @@ type OfferTrack = OfferMessage['tracks'][string];
 
 /** Server refusals that no retry can fix: recovery stops at once. */
 const FATAL_CODES = new Set(['UNAUTHORIZED', 'TOKEN_EXPIRED', 'FORBIDDEN', 'ROOM_FULL', 'TOO_MANY_ROOMS', 'UNSUPPORTED_PROTOCOL', 'E2EE_MODE_MISMATCH']);
+/** `left` reasons after which the socket closes and the SDK joins again on its own. */
+const REJOIN_REASONS = new Set(['client_left', 'connection_failed', 'media_worker_failed', 'room_moved']);
 /** How long an ICE restart of the publisher may take before we rejoin instead. */
 const ICE_RESTART_TIMEOUT_MS = 10_000;
 /** How long `leave` waits for the server to confirm before closing anyway. */
@@ -373,10 +375,10 @@ export class Room extends Emitter<RoomEvents> {
         return;
       }
       case 'left':
-        // Our own leave is handled by `leave()`; connection_failed and media_worker_failed
-        // close the socket next, which starts a rejoin (the room comes back on a live
-        // worker); the rest end the room.
-        if (msg.reason === 'client_left' || msg.reason === 'connection_failed' || msg.reason === 'media_worker_failed') return;
+        // Our own leave is handled by `leave()`; connection_failed, media_worker_failed and
+        // room_moved close the socket next, which starts a rejoin (the room comes back on a
+        // live worker, or on the node it moved to); the rest end the room.
+        if (REJOIN_REASONS.has(msg.reason)) return;
         this.teardown(new RoomError('LEFT', leftMessage(msg.reason)));
         return;
       case 'recording_status':

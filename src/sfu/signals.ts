@@ -46,7 +46,9 @@ export type LeaveReason =
   | 'replaced'
   | 'room_closed'
   | 'server_shutdown'
-  | 'media_worker_failed';
+  | 'media_worker_failed'
+  /** The room's node is draining or merging it into its twin on another node: join again, it is there. */
+  | 'room_moved';
 
 /** One ICE candidate, as RTCIceCandidateInit has it; `null` elsewhere means end of candidates. */
 export interface IceCandidate {
