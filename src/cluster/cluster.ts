@@ -210,6 +210,17 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     }
   }
 
+  /**
+   * Gives the room up here: it is no longer claimed or refreshed by this node, and it is
+   * closed with its participants told `room_moved`, so they join again and are placed by
+   * the claim (the drain hands it to the next node first; a merge leaves it to the twin).
+   */
+  moveAway(room: string): void {
+    this.claims?.held.delete(room);
+    this.claimedAt.delete(room);
+    this.rooms.moveAway(room);
+  }
+
   /** Node ids in the room's rendezvous order, skipping draining and full nodes. */
   order(room: string): string[] {
     const eligible = [...this.view.values()].filter((n) => !n.draining && !overLimits(n)).map((n) => n.id);

@@ -27,5 +27,7 @@ export interface HostedLoad {
 export interface HostedRooms extends Pick<TypedEmitter<HostedRoomsEvents>, 'on' | 'off'> {
   has(room: string): boolean;
   load(): HostedLoad;
+  /** Closes the room here for good, its participants told `room_moved`; their joins go where the cluster places the room. */
+  moveAway(room: string): void;
   close(): void;
 }

@@ -18,6 +18,10 @@ export class SfuRooms extends TypedEmitter<HostedRoomsEvents> implements HostedR
     return this.sfu.findRoom(room) !== undefined;
   }
 
+  moveAway(room: string): void {
+    this.sfu.findRoom(room)?.close('room_moved');
+  }
+
   load(): HostedLoad {
     return {
       rooms: this.sfu.roomCount,

@@ -144,6 +144,11 @@ export class MediaWorker extends TypedEmitter<{ load: []; exit: [expected: boole
     return `${this.httpUrl}${path}`;
   }
 
+  /** Closes one room in the worker; its participants are told `left` with `reason`. */
+  closeRoom(room: string, reason: 'room_moved'): void {
+    this.post({ type: 'closeRoom', room, reason });
+  }
+
   /** Kills the process outright, as a crash would (tests, and a stop that hangs). */
   kill(signal: NodeJS.Signals = 'SIGKILL'): void {
     this.child.kill(signal);

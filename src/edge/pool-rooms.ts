@@ -26,6 +26,10 @@ export class PoolRooms extends TypedEmitter<HostedRoomsEvents> implements Hosted
     return this.open.has(room) || this.pool.find(room) !== undefined;
   }
 
+  moveAway(room: string): void {
+    this.pool.moveAway(room, 'room_moved');
+  }
+
   load(): HostedLoad {
     const workers = this.pool.workers();
     let participants = 0;

@@ -23,6 +23,8 @@ interface Assignment {
 export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, or exited. */ load: [] }> {
   private readonly slots: (MediaWorker | undefined)[];
   private readonly rooms = new Map<string, Assignment>();
+  /** Rooms closed here to live on elsewhere, by the worker still reporting them: never adopted again from its reports. */
+  private readonly movedAway = new Map<string, MediaWorker>();
   /** Joins sent to a worker since its last load report, so a burst spreads out. */
   private readonly sentSinceReport = new Map<MediaWorker, number>();
   private readonly restartTimers = new Set<NodeJS.Timeout>();
@@ -70,6 +72,7 @@ export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, o
       if (this.slots[i] === w) this.slots[i] = undefined;
       this.sentSinceReport.delete(w);
       for (const [room, a] of this.rooms) if (a.worker === w) this.rooms.delete(room);
+      for (const [room, from] of this.movedAway) if (from === w) this.movedAway.delete(room);
       if (!expected && !this.closed) this.scheduleRestart(i, RESTART_DELAY_MS[0]);
       this.emit('load');
     });
@@ -92,7 +95,9 @@ export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, o
   private onLoad(w: MediaWorker): void {
     this.sentSinceReport.delete(w);
     const now = Date.now();
+    for (const [room, from] of this.movedAway) if (from === w && !w.rooms.has(room)) this.movedAway.delete(room);
     for (const room of w.rooms) {
+      if (this.movedAway.get(room) === w) continue;
       const a = this.rooms.get(room);
       if (a === undefined) this.rooms.set(room, { worker: w, at: now });
       else if (a.worker !== w) this.log.error({ room, worker: w.index, assigned: a.worker.index }, 'room open on two media workers');
@@ -134,6 +139,20 @@ export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, o
     this.sentSinceReport.set(w, (this.sentSinceReport.get(w) ?? 0) + 1);
     this.log.info({ room, worker: w.index }, 'room assigned to media worker');
     return w;
+  }
+
+  /**
+   * Closes `room` in its worker with `reason` (its participants are told and join again)
+   * and forgets it at once, so their joins are not sent back to the closing room: the
+   * caller has made sure they are placed elsewhere (the cluster moved the room's claim).
+   */
+  moveAway(room: string, reason: 'room_moved'): void {
+    const a = this.rooms.get(room);
+    if (a === undefined) return;
+    this.rooms.delete(room);
+    this.movedAway.set(room, a.worker);
+    a.worker.closeRoom(room, reason);
+    this.log.info({ room, worker: a.worker.index, reason }, 'room moved away from this node');
   }
 
   /** Any serving worker, for requests that name no room (they all share the recordings folder). */

@@ -10,6 +10,8 @@ export type EdgeToWorker =
   /** The edge's parsed config; the worker overrides its HTTP address, ports and worker count. */
   | { type: 'start'; index: number; config: Config; portRange: [number, number] | undefined }
   | { type: 'metrics'; id: number }
+  /** The room lives on elsewhere (src/cluster): close it here, telling its participants why. */
+  | { type: 'closeRoom'; room: string; reason: 'room_moved' }
   | { type: 'stop' };
 
 export type WorkerToEdge =

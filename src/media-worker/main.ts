@@ -69,6 +69,9 @@ process.on('message', (msg: EdgeToWorker) => {
     case 'metrics':
       service?.metrics.getMetricsAsJSON().then((metrics) => send({ type: 'metrics', id: msg.id, metrics }));
       return;
+    case 'closeRoom':
+      service?.sfu.findRoom(msg.room)?.close(msg.reason);
+      return;
     case 'stop':
       void stop(0);
       return;
