@@ -10,6 +10,11 @@ const RELEASE = `
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0`;
 
+/** Compare-and-set: the claim passes from one node to another only if the first still holds it. */
+const TRANSFER = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) return 1 end
+return 0`;
+
 /**
  * Extends each claim this node holds; a claim that expired (Redis was away, or this process
  * stalled past the expiry) is taken again if still free. Returns the indexes of the claims
@@ -69,6 +74,18 @@ export class RoomClaims {
     const lostRooms = lost.map((i) => rooms[i]!);
     for (const room of lostRooms) this.held.delete(room);
     return lostRooms;
+  }
+
+  /**
+   * Moves the room's claim from node `from` to node `to` if `from` still holds it (a drain
+   * hands its rooms on; a merge takes a twin's claim over). The claim lasts `ttlMs` unless
+   * its new owner refreshes it, which it does once it hosts the room. True if it moved.
+   */
+  async transfer(room: string, from: string, to: string, ttlMs: number): Promise<boolean> {
+    const moved = (await this.redis.eval(TRANSFER, 1, this.key(room), from, to, ttlMs)) === 1;
+    if (moved && from === this.nodeId) this.held.delete(room);
+    if (moved && to === this.nodeId) this.held.add(room);
+    return moved;
   }
 
   /** Forgets the room here at once, then deletes its claim if it is still this node's. */
