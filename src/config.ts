@@ -101,7 +101,7 @@ const RawConfig = z
     RECORDINGS_DIR: z.string().min(1).default('recordings'),
     /**
      * Media worker processes: `auto` = one per core; 0 = media in this process (one
-     * process, no edge relay).
+     * process, no edge relay; not allowed with SCV_REDIS_URL).
      */
     MEDIA_WORKERS: z
       .union([z.literal('auto'), z.coerce.number().int().min(0).max(256)])
@@ -122,6 +122,12 @@ const RawConfig = z
   .refine((c) => c.REDIS_URL === undefined || c.CLUSTER_SECRET !== undefined, {
     message: 'SCV_CLUSTER_SECRET is required when SCV_REDIS_URL is set (it authenticates node-to-node requests)',
     path: ['CLUSTER_SECRET'],
+  })
+  // One relay, the edge's, serves both worker and node hops; a one-process node would need a second one.
+  .refine((c) => c.REDIS_URL === undefined || c.MEDIA_WORKERS > 0, {
+    message:
+      'a cluster node runs its media in worker processes (it relays for other nodes through its edge); set SCV_MEDIA_WORKERS to 1 or more, or leave it unset for one per core',
+    path: ['REDIS_URL'],
   })
   .refine((c) => (c.API_KEY === undefined) === (c.API_SECRET === undefined), {
     message: 'SCV_API_KEY and SCV_API_SECRET must be set together',

@@ -1,8 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { TokenService } from './auth/tokens.ts';
-import { Cluster } from './cluster/cluster.ts';
-import { SfuRooms } from './cluster/sfu-rooms.ts';
 import { createLogger, type Logger } from './common/logger.ts';
 import type { Config } from './config.ts';
 import { createHttpApp, listen } from './http/app.ts';
@@ -25,8 +23,6 @@ export interface Service {
   metrics: Registry;
   log: Logger;
   app: FastifyInstance;
-  /** This node in the cluster; undefined without SCV_REDIS_URL. */
-  cluster: Cluster | undefined;
   /** Idempotent: closes every room, connection and socket. */
   close(): Promise<void>;
 }
@@ -42,10 +38,8 @@ export async function startService(config: Config, opts: { log?: Logger; web?: b
   const sfu = new Sfu(config, log);
   const metrics = createMetrics(sfu);
   const recordings = new RecordingManager(config.recordingsDir, sfu, log);
-  // Without SCV_REDIS_URL nothing of the cluster exists: no client, no placement, no timer.
-  const cluster = config.cluster === undefined ? undefined : new Cluster(config, new SfuRooms(sfu), log);
   const app = await createHttpApp(config, log);
-  opsRoutes(app, { sfu, tokens, metrics, cluster });
+  opsRoutes(app, { sfu, tokens, metrics });
   devTokenRoute(app, { tokens, config });
   mediaRoutes(app, { sfu, tokens, config });
   recordingRoutes(app, { sfu, tokens, recordings });
@@ -54,10 +48,6 @@ export async function startService(config: Config, opts: { log?: Logger; web?: b
   if (opts.web !== false) await webRoutes(app, { log });
 
   const { httpUrl, wsUrl } = await listen(app, config);
-  if (cluster !== undefined) {
-    await cluster.start(httpUrl);
-    sfu.setPlacement((room) => cluster.placeRoom(room));
-  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -70,14 +60,11 @@ export async function startService(config: Config, opts: { log?: Logger; web?: b
     metrics,
     log,
     app,
-    cluster,
     close() {
       closing ??= (async () => {
         // Recordings first, so every file is closed and playable before media stops.
         await recordings.close();
         sfu.close();
-        // After the rooms: their claims are released as they close, then the node leaves the registry.
-        await cluster?.close();
         for (const s of sessions) s.close();
         await app.close();
       })();

@@ -1,9 +1,11 @@
 /**
- * The first slice of issue 10 against a real redis-server: nodes find each other in the
- * registry, a node that stops heartbeating is gone within 5 s and its claims with it, a
- * room is claimed by exactly one node however the first joins race, its claim lives as long
- * as the room, and a join for a room hosted elsewhere is refused naming that node. Without
- * SCV_REDIS_URL nothing touches Redis; with it but without a cluster secret the service
+ * The first slice of issue 10 against a real redis-server: nodes (edges with one media
+ * worker each) find each other in the registry, a node that stops heartbeating is gone
+ * within 5 s and its claims with it, a room is claimed by exactly one node however the
+ * first joins race, its claim lives as long as the room, and the claim, not the hash,
+ * decides where a request is relayed; a relayed request whose receiver's view puts the
+ * room on a third node is refused naming that node. Without SCV_REDIS_URL nothing touches
+ * Redis; with it but without a cluster secret, or with SCV_MEDIA_WORKERS=0, the service
  * does not start.
  */
 import assert from 'node:assert/strict';
@@ -13,11 +15,11 @@ import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { TokenService } from '../src/auth/tokens.ts';
 import { NODE_TTL_MS } from '../src/cluster/cluster.ts';
+import { NODE_AUTH_HEADER, NodeAuth } from '../src/cluster/node-auth.ts';
 import { rendezvousOrder } from '../src/cluster/rendezvous.ts';
 import { RoomClaims } from '../src/cluster/room-claims.ts';
 import { ConfigError, loadConfig } from '../src/config.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
-import { ServerError } from '../src/node-client/server-error.ts';
 import { someOffer } from './helpers/client.ts';
 import { RedisServer } from './helpers/redis-server.ts';
 import { eventually, sleep, TestService } from './helpers/service.ts';
@@ -41,14 +43,19 @@ after(async () => {
 });
 
 function clusterEnv(nodeId: string, extra: Record<string, string> = {}): Record<string, string> {
-  return { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_MEDIA_WORKERS: '0', SCV_NODE_ID: nodeId, ...extra };
+  return { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_MEDIA_WORKERS: '1', SCV_NODE_ID: nodeId, ...extra };
 }
 
-async function startNodes(ids: string[], extra: Record<string, string> = {}): Promise<TestService[]> {
-  return Promise.all(ids.map((id) => TestService.start(clusterEnv(id, extra))));
+type Node = TestService<EdgeService>;
+
+/** Cluster nodes are edges: one media worker each. */
+async function startNodes(ids: string[], extra: Record<string, string> = {}): Promise<Node[]> {
+  return Promise.all(ids.map((id) => TestService.startEdge(1, clusterEnv(id, extra))));
 }
 
-const viewOf = (n: TestService) => n.service.cluster!.nodes().map((r) => r.id).sort();
+const viewOf = (n: Node) => n.service.cluster!.nodes().map((r) => r.id).sort();
+/** Whether the node's media worker has (or was just given) the room. */
+const hosts = (n: Node, room: string) => n.service.pool.find(room) !== undefined;
 
 /** The first room name `room-<i>` whose rendezvous order over `ids` starts with `host`. */
 function roomHostedBy(host: string, ids: string[], prefix = 'room'): string {
@@ -72,10 +79,10 @@ test('three nodes see each other within a heartbeat of the last one starting, an
     const took = Date.now() - started;
     const { body } = await nodes[0]!.fetch('/healthz');
     assert.equal(body.status, 'ok');
-    assert.deepEqual(body.cluster, { node: 'a', url: nodes[0]!.httpUrl, redis: 'up', nodes: 3, draining: false });
+    assert.deepEqual(body.cluster, { node: 'a', url: nodes[0]!.httpUrl, redis: 'up', joined: true, nodes: 3, draining: false });
     const record = JSON.parse((await probe.get('scv:node:b'))!);
     assert.equal(record.url, nodes[1]!.httpUrl);
-    assert.equal(record.mediaWorkers, 0);
+    assert.equal(record.mediaWorkers, 1);
     assert.deepEqual(Object.keys(record.load).sort(), ['busiestUtilization', 'forwardedPacketsPerSecond', 'participants', 'rooms', 'shedding', 'tracks']);
     const ttl = await probe.pttl('scv:node:b');
     assert.ok(ttl > 0 && ttl <= NODE_TTL_MS, `record expiry ${ttl} ms`);
@@ -163,22 +170,19 @@ test('two nodes claiming one room in the same tick: exactly one wins, 50 races',
   }
 });
 
-test('first joins of 50 new rooms at two nodes at once: each room is hosted once, the other node names its host', async () => {
+test('first joins of 50 new rooms at two nodes at once: each room is hosted once, the other node relays to it', async () => {
   const nodes = await startNodes(['a', 'b']);
   try {
     await eventually(() => nodes.every((n) => viewOf(n).join() === 'a,b'), 'both nodes to see each other', 3000);
     for (let i = 0; i < 50; i++) {
       const room = `together-${i}`;
       const answers = await Promise.all(nodes.map((n) => createRoom(n, room)));
-      const hosts = nodes.filter((n) => n.service.sfu.findRoom(room) !== undefined);
-      assert.equal(hosts.length, 1, `${room} hosted by exactly one node`);
-      const host = hosts[0]!;
-      const other = nodes.find((n) => n !== host)!;
-      assert.equal(answers[nodes.indexOf(host)]!.status, 201);
-      const refused = answers[nodes.indexOf(other)]!;
-      assert.equal(refused.status, 421);
-      assert.equal(refused.body.error.code, 'ROOM_ON_OTHER_NODE');
-      assert.ok(refused.body.error.message.includes(host.httpUrl), refused.body.error.message);
+      const hosting = nodes.filter((n) => hosts(n, room));
+      assert.equal(hosting.length, 1, `${room} hosted by exactly one node`);
+      const host = hosting[0]!;
+      // The host's worker created the room once: one of the two answers says created, the other found it.
+      assert.deepEqual(answers.map((a) => a.status).sort(), [200, 201], `${room}: ${JSON.stringify(answers)}`);
+      assert.ok(answers.every((a) => a.body.sid === answers[0]!.body.sid), `${room}: one room, one sid`);
       assert.equal(await probe.get(`scv:room:${room}`), host.service.cluster!.node);
     }
   } finally {
@@ -186,37 +190,58 @@ test('first joins of 50 new rooms at two nodes at once: each room is hosted once
   }
 });
 
-test('a WebSocket join or a WHIP offer for a room hosted on another node gets ROOM_ON_OTHER_NODE with its URL', async () => {
+/** A relayed WebSocket join (the upgrade signed as by node `sender`): the first answer to it. */
+function relayedJoin(n: Node, sender: string, token: string): Promise<{ type: string; code?: string; message?: string }> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(n.service.wsUrl, { headers: { [NODE_AUTH_HEADER]: new NodeAuth(SECRET, sender).sign('GET', '/video/ws') } } as never);
+    ws.addEventListener('open', () => ws.send(JSON.stringify({ type: 'join', id: 1, protocol: 1, token })));
+    ws.addEventListener('message', (ev) => {
+      resolve(JSON.parse(String(ev.data)));
+      ws.close();
+    });
+    ws.addEventListener('error', () => reject(new Error('the relayed upgrade was refused')));
+  });
+}
+
+test('at a node without the room, a join and a WHIP offer go to the claim holder; a relayed request its receiver places elsewhere gets ROOM_ON_OTHER_NODE', async () => {
   const nodes = await startNodes(['a', 'b']);
   try {
     await eventually(() => nodes.every((n) => viewOf(n).join() === 'a,b'), 'both nodes to see each other', 3000);
-    const [a, b] = nodes as [TestService, TestService];
-    const room = roomHostedBy('b', ['a', 'b'], 'ws');
-    const alice = await b.join('alice', room);
-    assert.equal(await probe.get(`scv:room:${room}`), 'b');
-    const err = await a.join('bob', room).then(
-      () => assert.fail('the join at the other node must be refused'),
-      (e: unknown) => e,
-    );
-    assert.ok(err instanceof ServerError, String(err));
-    assert.equal(err.code, 'ROOM_ON_OTHER_NODE');
-    assert.ok(err.message.includes(b.httpUrl), err.message);
-    assert.equal(a.service.sfu.findRoom(room), undefined);
-    // WHIP (an HTTP session) is placed the same way.
+    const [a, b] = nodes as [Node, Node];
+    // The hash says "a", but b holds the claim (as after a failover): the claim decides.
+    const room = roomHostedBy('a', ['a', 'b'], 'claimed');
+    await probe.set(`scv:room:${room}`, 'b', 'PX', NODE_TTL_MS);
+    const alice = await a.join('alice', room);
+    assert.ok(hosts(b, room), 'b hosts the room');
+    assert.ok(!hosts(a, room), 'a relayed the join and hosts nothing');
     const whip = await a.fetch(`/whip/${room}`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${await a.token('carol', room)}`, 'content-type': 'application/sdp' },
+      headers: { authorization: `Bearer ${await a.token('carol', room, ['publish'])}`, 'content-type': 'application/sdp' },
       body: await someOffer('sendonly'),
     });
-    assert.equal(whip.status, 421);
-    assert.equal(whip.body.error.code, 'ROOM_ON_OTHER_NODE');
-    assert.equal(a.service.sfu.findRoom(room), undefined);
-    // A room whose hash says "a" but that b already hosts stays on b: the claim decides, not the hash.
-    const onA = roomHostedBy('a', ['a', 'b'], 'claimed');
-    await probe.set(`scv:room:${onA}`, 'b', 'PX', NODE_TTL_MS);
-    const refused = await createRoom(a, onA);
-    assert.equal(refused.status, 421);
+    assert.equal(whip.status, 201, JSON.stringify(whip.body));
+    assert.ok(!hosts(a, room));
+    await eventually(async () => (await b.fetch('/healthz')).body.participants === 2, "b's worker to count alice and the WHIP publisher", 3000);
+    assert.equal(await probe.get(`scv:room:${room}`), 'b');
+
+    // A relayed request is placed on its receiver or refused: one hop at most. Here a third
+    // node "c" relayed to a a room that a's view puts on b.
+    const elsewhere = roomHostedBy('b', ['a', 'b'], 'third');
+    const admin = await a.token('admin', undefined, ['admin']);
+    const refused = await a.fetch('/video/rooms', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json', [NODE_AUTH_HEADER]: new NodeAuth(SECRET, 'c').sign('POST', '/video/rooms') },
+      body: JSON.stringify({ name: elsewhere }),
+    });
+    assert.equal(refused.status, 421, JSON.stringify(refused.body));
+    assert.equal(refused.body.error.code, 'ROOM_ON_OTHER_NODE');
     assert.deepEqual(refused.body.error.details, { node: 'b', url: b.httpUrl });
+    const wsRefused = await relayedJoin(a, 'c', await a.token('dave', elsewhere));
+    assert.equal(wsRefused.type, 'error');
+    assert.equal(wsRefused.code, 'ROOM_ON_OTHER_NODE');
+    assert.ok(wsRefused.message!.includes(b.httpUrl), wsRefused.message);
+    assert.ok(!hosts(a, elsewhere) && !hosts(b, elsewhere), 'nothing was created');
+    assert.equal(await probe.exists(`scv:room:${elsewhere}`), 0);
     await alice.close();
   } finally {
     await Promise.all(nodes.map((n) => n.close()));
@@ -230,12 +255,15 @@ test('a claim is refreshed while its room lives and released when it closes', as
     assert.equal(await probe.get('scv:room:lives'), 'a');
     // Past the claim's own expiry: only the heartbeat keeps it.
     await sleep(NODE_TTL_MS + 500);
-    assert.ok(a!.service.sfu.findRoom('lives') !== undefined);
+    const worker = () => a!.service.pool.workers()[0]!;
+    assert.ok(worker().rooms.has('lives'), "the worker reports the room");
     assert.equal(await probe.get('scv:room:lives'), 'a');
     const ttl = await probe.pttl('scv:room:lives');
     assert.ok(ttl > NODE_TTL_MS - 1500, `claim expiry ${ttl} ms is being refreshed`);
-    await eventually(() => a!.service.sfu.findRoom('lives') === undefined, 'the empty room to close', 5000);
-    await eventually(async () => (await probe.exists('scv:room:lives')) === 0, 'the claim to be released', 1000);
+    await eventually(() => !worker().rooms.has('lives'), 'the empty room to close', 5000);
+    // The edge releases the claim once the pool lets the room's assignment go (at most
+    // ASSIGNMENT_GRACE_MS, 10 s, after it was assigned: a report may lag an assignment).
+    await eventually(async () => (await probe.exists('scv:room:lives')) === 0, 'the claim to be released', 8000);
   } finally {
     await a!.close();
   }
@@ -246,10 +274,16 @@ test('Redis killed and started again: the node keeps its room, places new ones h
   try {
     assert.equal((await createRoom(a!, 'before')).status, 201);
     const alice = await a!.join('alice', 'before');
+    await eventually(async () => (await a!.fetch('/healthz')).body.participants === 1, "the worker's load report to count alice", 3000);
     await redis.stop();
     await eventually(async () => (await a!.fetch('/healthz')).body.cluster.redis === 'down', '/healthz to say redis is down', 3000);
+    // Liveness never depends on Redis; the node says it is not in the registry now.
+    const health = (await a!.fetch('/healthz')).body;
+    assert.equal(health.status, 'ok');
+    assert.equal(health.cluster.joined, false);
     assert.equal((await createRoom(a!, 'during')).status, 201, 'a new room during the outage is placed here');
-    assert.ok(alice.socketOpen && a!.service.sfu.findRoom('before')!.size === 1, 'the running room keeps its participant');
+    assert.ok(alice.socketOpen, "the running room's participant keeps its socket");
+    assert.equal((await a!.fetch('/healthz')).body.participants, 1, 'the running room keeps its participant');
     await redis.start();
     await eventually(async () => (await a!.fetch('/healthz')).body.cluster.redis === 'up', '/healthz to say redis is up again', 5000);
     // Nothing was persisted: the record and both claims are written again from the node.
@@ -263,9 +297,9 @@ test('Redis killed and started again: the node keeps its room, places new ones h
 
 test('a node started while Redis is down runs alone, then joins when Redis answers', async () => {
   await redis.stop();
-  let a: TestService | undefined;
+  let a: Node | undefined;
   try {
-    a = await TestService.start(clusterEnv('late'));
+    a = await TestService.startEdge(1, clusterEnv('late'));
     assert.equal((await a.fetch('/healthz')).body.cluster.redis, 'down');
     assert.equal((await createRoom(a, 'early')).status, 201);
   } finally {
@@ -279,10 +313,10 @@ test('a node started while Redis is down runs alone, then joins when Redis answe
   }
 });
 
-test('with media workers the edge is the node: it places, claims, counts its workers\' load and releases', async () => {
-  const nodes = await Promise.all(['ea', 'eb'].map((id) => TestService.startEdge(1, clusterEnv(id, { SCV_EMPTY_ROOM_TIMEOUT: '1', SCV_RECONNECT_GRACE: '0' }))));
+test("an edge's record counts its workers' load, and a join at another edge leaves the room where it is", async () => {
+  const nodes = await startNodes(['ea', 'eb'], { SCV_RECONNECT_GRACE: '0' });
   try {
-    const [ea, eb] = nodes as [TestService<EdgeService>, TestService<EdgeService>];
+    const [ea, eb] = nodes as [Node, Node];
     await eventually(() => nodes.every((n) => n.service.cluster!.nodes().length === 2), 'both edges to see each other', 3000);
     const room = roomHostedBy('eb', ['ea', 'eb'], 'edge');
     const alice = await eb.join('alice', room);
@@ -298,9 +332,6 @@ test('with media workers the edge is the node: it places, claims, counts its wor
     assert.equal(body.cluster.node, 'eb');
     assert.equal(body.cluster.redis, 'up');
     await Promise.all([alice.close(), bob.close()]);
-    // The worker closes the empty room after 1 s and reports it; the edge releases the claim once
-    // the pool lets the room's assignment go (at most ASSIGNMENT_GRACE_MS, 10 s, after it was assigned).
-    await eventually(async () => (await probe.exists(`scv:room:${room}`)) === 0, "the edge to release the room's claim", 12_000);
   } finally {
     await Promise.all(nodes.map((n) => n.close()));
   }
@@ -310,7 +341,7 @@ test('with media workers the edge is the node: it places, claims, counts its wor
 test('without SCV_REDIS_URL nothing touches Redis', async () => {
   const connectionsBefore = Number(/total_connections_received:(\d+)/.exec(await probe.info('stats'))![1]);
   const keysBefore = await probe.dbsize();
-  const n = await TestService.start({ ...API });
+  const n = await TestService.startEdge(1, { ...API });
   try {
     assert.equal(n.service.cluster, undefined);
     const { body } = await n.fetch('/healthz');
@@ -325,20 +356,28 @@ test('without SCV_REDIS_URL nothing touches Redis', async () => {
   assert.equal(await probe.dbsize(), keysBefore);
 });
 
-test('SCV_REDIS_URL without SCV_CLUSTER_SECRET refuses to start, and says why', () => {
+test('SCV_REDIS_URL without SCV_CLUSTER_SECRET, or with SCV_MEDIA_WORKERS=0, refuses to start, and says why', () => {
   assert.throws(
-    () => loadConfig({ SCV_REDIS_URL: redis.url, SCV_MEDIA_WORKERS: '0' }),
+    () => loadConfig({ SCV_REDIS_URL: redis.url }),
     (err: unknown) => err instanceof ConfigError && /SCV_CLUSTER_SECRET is required when SCV_REDIS_URL is set/.test(err.message),
   );
-  assert.throws(() => loadConfig({ SCV_REDIS_URL: 'http://x', SCV_CLUSTER_SECRET: SECRET, SCV_MEDIA_WORKERS: '0' }), /SCV_REDIS_URL/);
-  assert.throws(() => loadConfig({ SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: 'short', SCV_MEDIA_WORKERS: '0' }), /SCV_CLUSTER_SECRET.*16/);
-  const ok = loadConfig({ SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_MEDIA_WORKERS: '0', SCV_PUBLIC_URL: 'https://n1.example.com/' });
+  assert.throws(() => loadConfig({ SCV_REDIS_URL: 'http://x', SCV_CLUSTER_SECRET: SECRET }), /SCV_REDIS_URL/);
+  assert.throws(() => loadConfig({ SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: 'short' }), /SCV_CLUSTER_SECRET.*16/);
+  const ok = loadConfig({ SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_MEDIA_WORKERS: '1', SCV_PUBLIC_URL: 'https://n1.example.com/' });
   assert.deepEqual(ok.cluster, { redisUrl: redis.url, nodeId: undefined, publicUrl: 'https://n1.example.com', secret: SECRET, keyPrefix: 'scv:' });
+  assert.ok(loadConfig({ SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET }).mediaWorkers > 0, 'unset: one worker per core');
+  // A cluster node is an edge: its one relay serves worker and node hops alike.
+  assert.throws(
+    () => loadConfig({ SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_MEDIA_WORKERS: '0' }),
+    (err: unknown) =>
+      err instanceof ConfigError && /SCV_REDIS_URL: a cluster node runs its media in worker processes .*set SCV_MEDIA_WORKERS to 1 or more, or leave it unset/.test(err.message),
+  );
   const r = spawnSync(process.execPath, ['src/main.ts'], {
-    env: { ...process.env, SCV_REDIS_URL: redis.url, SCV_MEDIA_WORKERS: '0', SCV_HTTP_PORT: '0' },
+    env: { ...process.env, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_MEDIA_WORKERS: '0', SCV_HTTP_PORT: '0' },
     encoding: 'utf8',
     timeout: 20_000,
   });
   assert.equal(r.status, 2);
-  assert.match(r.stderr, /SCV_CLUSTER_SECRET is required when SCV_REDIS_URL is set/);
+  assert.match(r.stderr, /SCV_REDIS_URL: a cluster node runs its media in worker processes/);
+  assert.ok(!/SCV_CLUSTER_SECRET/.test(r.stderr), r.stderr);
 });

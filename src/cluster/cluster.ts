@@ -27,6 +27,8 @@ export interface ClusterHealth {
   node: string;
   url: string | undefined;
   redis: 'up' | 'down';
+  /** This node's record was written at the last heartbeat and Redis is still up: the others see it. */
+  joined: boolean;
   /** Live nodes in the last view, this one included. */
   nodes: number;
   draining: boolean;
@@ -63,6 +65,8 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   /** Live nodes by id as of the last heartbeat. */
   private view = new Map<string, NodeRecord>();
   private redisUp = false;
+  /** The last heartbeat wrote this node's record. */
+  private joined = false;
   /** Published in the record and /healthz; set by the drain of issue 10's later slice (item 5). */
   private draining = false;
   private readonly startedAt = Date.now();
@@ -78,7 +82,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   private readonly claimedAt = new Map<string, number>();
   private closing: Promise<void> | undefined;
 
-  /** `rooms`: what hosts this node's rooms (SfuRooms for a one-process node); the cluster closes it. */
+  /** `rooms`: what hosts this node's rooms (the edge's media workers, PoolRooms); the cluster closes it. */
   constructor(config: Config, rooms: HostedRooms, log: Logger) {
     super();
     this.config = config;
@@ -134,7 +138,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   }
 
   health(): ClusterHealth {
-    return { node: this.node, url: this.url, redis: this.redisUp ? 'up' : 'down', nodes: this.view.size, draining: this.draining };
+    return { node: this.node, url: this.url, redis: this.redisUp ? 'up' : 'down', joined: this.redisUp && this.joined, nodes: this.view.size, draining: this.draining };
   }
 
   /** Live nodes as of the last heartbeat. */
@@ -186,14 +190,6 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     if (placed.here) return undefined;
     if (relayed) throw onOtherNode(room, placed.node);
     return placed.node;
-  }
-
-  /**
-   * The one call site of placement for the join paths of a one-process node
-   * (Sfu.placeRoom): here, or refused with the hosting node's URL (it does not relay yet).
-   */
-  async placeRoom(room: string): Promise<void> {
-    await this.relayTarget(room, true);
   }
 
   /**
@@ -294,11 +290,19 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     this.measure();
     const record = this.record();
     if (!this.redisUp) {
+      this.joined = false;
       this.view = new Map([[record.id, record]]);
       return;
     }
+    this.joined = await this.registry.write(record).then(
+      () => true,
+      (err: unknown) => {
+        this.log.warn({ err: (err as Error).message }, "heartbeat failed: this node's record was not written");
+        return false;
+      },
+    );
+    if (!this.joined) return;
     try {
-      await this.registry.write(record);
       this.sweepUnusedClaims();
       for (const room of await this.claims!.refresh()) {
         this.log.error({ room }, 'another node holds the claim of a room hosted here: the room is hosted twice');

@@ -20,9 +20,9 @@ export interface HostedLoad {
 }
 
 /**
- * What the cluster needs of whatever hosts this node's rooms: the Sfu of a one-process node
- * (SfuRooms), or, once the edge is a cluster node, the media workers behind it (their load
- * reports). The cluster owns it and closes it.
+ * What the cluster needs of whatever hosts this node's rooms: the media workers behind the
+ * edge (PoolRooms, from their load reports; a cluster node is always an edge). The cluster
+ * owns it and closes it.
  */
 export interface HostedRooms extends Pick<TypedEmitter<HostedRoomsEvents>, 'on' | 'off'> {
   has(room: string): boolean;

@@ -156,8 +156,6 @@ export class HttpSessions {
     target?: string,
   ): Promise<{ session: HttpSession; answer: string }> {
     if (this.closed) throw new AppError('SHUTTING_DOWN', 'server is shutting down');
-    await this.sfu.placeRoom(room);
-    if (this.closed) throw new AppError('SHUTTING_DOWN', 'server is shutting down');
     if (this.sfu.findRoom(room)?.byIdentity(opts.identity) !== undefined) {
       throw new AppError('CONFLICT', `"${opts.identity}" is already in room "${room}"; leave first (DELETE the session or POST /video/leave)`);
     }

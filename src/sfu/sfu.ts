@@ -10,13 +10,6 @@ import { Room, type RoomOptions } from './room.ts';
 import type { ParticipantCapabilities } from './signals.ts';
 
 /**
- * Decides whether a room that does not exist here may be created here: resolves if so,
- * throws (an AppError) if not. Installed by a cluster node (src/cluster); the core knows
- * nothing of where else a room may be.
- */
-export type RoomPlacement = (room: string) => Promise<void>;
-
-/**
  * The media engine's root: owns every room. Rooms are created on first join and close
  * themselves when empty; `close()` ends them all (server shutdown).
  */
@@ -27,7 +20,6 @@ export class Sfu extends TypedEmitter<{ roomCreated: [Room] }> {
   private readonly config: Config;
   private readonly log: Logger;
   private closed = false;
-  private placement: RoomPlacement | undefined;
 
   constructor(config: Config, log: Logger) {
     super();
@@ -52,20 +44,6 @@ export class Sfu extends TypedEmitter<{ roomCreated: [Room] }> {
 
   findRoom(name: string): Room | undefined {
     return this.rooms.get(name);
-  }
-
-  setPlacement(placement: RoomPlacement | undefined): void {
-    this.placement = placement;
-  }
-
-  /**
-   * Every path that may create a room awaits this first: a room already here, or any room
-   * without a placement, is here; otherwise the placement decides (and may refuse).
-   */
-  async placeRoom(name: string): Promise<void> {
-    if (this.closed) throw new AppError('SHUTTING_DOWN', 'server is shutting down');
-    if (this.placement === undefined || this.rooms.has(name)) return;
-    await this.placement(name);
   }
 
   /** The room's mode is fixed by whoever creates it; asking for the other mode later is refused. */
@@ -155,7 +133,6 @@ export class Sfu extends TypedEmitter<{ roomCreated: [Room] }> {
     for (const room of [...this.rooms.values()]) room.close('server_shutdown');
     this.rooms.clear();
     this.overload.close();
-    this.placement = undefined;
     this.removeAllListeners();
   }
 }

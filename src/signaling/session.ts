@@ -137,7 +137,6 @@ export class SignalingSession extends ClientConnection implements SignalSink {
   private async join(msg: Extract<ClientMessage, { type: 'join' }>): Promise<void> {
     if (this.participant !== undefined) throw new AppError('ALREADY_JOINED', 'this connection already joined a room');
     const token = await verifyJoin(msg, this.tokens);
-    await this.sfu.placeRoom(token.room);
     if (this.closed || !this.open) return;
     const existing = this.sfu.findRoom(token.room)?.byIdentity(token.identity);
     let participant: Participant;

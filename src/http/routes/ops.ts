@@ -4,26 +4,17 @@ import { z } from 'zod';
 import { GRANTS, requireGrant, type Grant, type TokenService } from '../../auth/tokens.ts';
 import { AppError } from '../../common/errors.ts';
 import { DisplayName, Name } from '../../common/limits.ts';
-import type { Cluster } from '../../cluster/cluster.ts';
 import type { Config } from '../../config.ts';
 import type { Sfu } from '../../sfu/sfu.ts';
 import { authenticate } from '../auth.ts';
 import { at, ROUTES } from '../route-table.ts';
 import { parse, pathName } from '../validate.ts';
 
-/**
- * Health, metrics and the admin room listing of a node whose media runs in its own process.
- * `cluster`: this node's place in a cluster (SCV_REDIS_URL), reported by /healthz.
- */
-export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; metrics: Registry; cluster?: Cluster }): void {
-  const { sfu, tokens, metrics, cluster } = deps;
+/** Health, metrics and the admin room listing of a node whose media runs in its own process (never a cluster node). */
+export function opsRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: TokenService; metrics: Registry }): void {
+  const { sfu, tokens, metrics } = deps;
 
-  app.get('/healthz', async () => ({
-    status: 'ok',
-    rooms: sfu.roomCount,
-    participants: sfu.participantCount(),
-    ...(cluster === undefined ? {} : { cluster: cluster.health() }),
-  }));
+  app.get('/healthz', async () => ({ status: 'ok', rooms: sfu.roomCount, participants: sfu.participantCount() }));
 
   app.get('/metrics', async (_req, reply) => {
     reply.header('content-type', metrics.contentType);

@@ -25,7 +25,6 @@ export function recordingRoutes(app: FastifyInstance, deps: { sfu: Sfu; tokens: 
       const token = await authenticate(tokens, req);
       joinChecks.createRoom(token);
       const body = parse(CreateRoom, req.body);
-      await sfu.placeRoom(body.name);
       const existed = sfu.findRoom(body.name) !== undefined;
       const room = sfu.getOrCreateRoom(body.name, { e2ee: body.e2ee });
       reply.status(existed ? 200 : 201);
