@@ -1,0 +1,610 @@
+/**
+ * The cluster of issue 10 on one machine: one node versus three on Redis, in one run.
+ *
+ *   npm run bench:cluster                  the full run (about 5 minutes)
+ *   npm run bench:cluster -- --quick       a short one, for development
+ *   npm run bench:cluster -- --help
+ *
+ * 1. The same load (the load tool, src/loadtest, as its own process: rooms of publishers
+ *    with synthetic VP8 + Opus and subscribers, all entering through one node) against one
+ *    node with --single-workers media workers (default 3, no Redis), then against three
+ *    nodes with one worker each on one real redis-server. Same number of media processes on
+ *    the machine's cores both ways, so what differs is only what the cluster adds: two more
+ *    edges, the node-to-node relay of signaling, Redis heartbeats, and placement by room
+ *    name (rendezvous hashing) instead of the least-loaded worker. Printed: forwarded
+ *    pkt/s, CPU of every node's process tree (bench/proc.ts), the load tool's delivery,
+ *    loss and latency, and where the rooms went.
+ * 2. Join time through a node that does not host the room (relayed) against the hosting
+ *    node, alternating: werift clients (src/node-client) subscribe to a room with a
+ *    publisher, timed from WebSocket open to `joined` and to the first media packet.
+ * 3. The relay's CPU per signaling message: K joined clients send `ping`s paced under the
+ *    per-connection limit; the CPU of the edge process alone (not its workers), less its
+ *    idle CPU, per relayed message (a ping or a pong), for the non-hosting edge and the
+ *    hosting edge, and for the hosting edge with the same clients connected to it directly.
+ * 4. Recovery after `kill -9` of the hosting node (edge and worker in the same instant):
+ *    two browser SDK participants (Chromium call pages, test/browser/call-page.ts) in a
+ *    room hosted by the victim, both entering through another node; time from the kill to
+ *    each receiving the other's video again (the SDK rejoins by itself, the room comes back
+ *    on a surviving node); the victim restarts with the same id between kills.
+ *
+ * Runs in a private loopback-only network namespace (re-executes itself under `unshare -n`,
+ * scripts/netns.ts), like the tests, so the nodes' fixed ports are its own.
+ */
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import { buildWeb } from '../scripts/build-web.ts';
+import { bringUpLoopback, NetnsError, reexecInNetns } from '../scripts/netns.ts';
+import { TokenService } from '../src/auth/tokens.ts';
+import { rendezvousOrder } from '../src/cluster/rendezvous.ts';
+import type { Summary } from '../src/loadtest/report.ts';
+import { LOOPBACK_ICE, peerConfig } from '../src/node-client/peer-config.ts';
+import { SignalingClient } from '../src/node-client/signaling-client.ts';
+import { CallPage, launchChromium } from '../test/browser/call-page.ts';
+import { RedisServer } from '../test/helpers/redis-server.ts';
+import { ClusterNode } from './cluster-node.ts';
+import { loadAverage, treeUsage } from './proc.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const NETNS_MARKER = 'BENCH_NETNS';
+const API_KEY = 'bench';
+const API_SECRET = randomBytes(32).toString('base64url');
+const CLUSTER_SECRET = randomBytes(24).toString('base64url');
+const IDS = ['n1', 'n2', 'n3'];
+const SINGLE_PORT = 7880;
+const CLUSTER_PORTS = [7881, 7882, 7883];
+const JOIN_RATE = 10;
+/** Each pinger's interval: 40 messages/s, under the default per-connection limit of 50/s (SCV_SIGNALING_RATE). */
+const PING_INTERVAL_MS = 25;
+const IDLE_S = 5;
+const RECOVERY_TIMEOUT_MS = 30_000;
+
+interface Options {
+  quick: boolean;
+  rooms: number;
+  publishers: number;
+  subscribers: number;
+  duration: number;
+  singleWorkers: number;
+  joins: number;
+  pingers: number;
+  pingSeconds: number;
+  kills: number;
+  /** Which of the four parts to run (all by default). */
+  parts: Set<number>;
+}
+
+const USAGE = `Usage: npm run bench:cluster -- [options]
+  --quick               a short run for development (fewer rooms, joins, kills; shorter windows)
+  --rooms N             rooms of the load (6; quick 3)
+  --publishers N        publishers per room (2)
+  --subscribers N       subscribers per room (4; quick 2)
+  --duration S          seconds of the load tool's measured window (20; quick 8)
+  --single-workers N    media workers of the single node (3: as many media processes as the 3 nodes)
+  --joins N             measured joins each way, relayed and direct (100; quick 10)
+  --pingers K           clients exchanging pings in the relay CPU part (20; quick 10)
+  --ping-seconds S      length of each ping window (10; quick 4)
+  --kills N             kill -9 rounds (10; quick 2)
+  --parts LIST          only these parts, e.g. 1,3 (default 1,2,3,4)`;
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      rooms: { type: 'string' },
+      publishers: { type: 'string' },
+      subscribers: { type: 'string' },
+      duration: { type: 'string' },
+      'single-workers': { type: 'string' },
+      joins: { type: 'string' },
+      pingers: { type: 'string' },
+      'ping-seconds': { type: 'string' },
+      kills: { type: 'string' },
+      parts: { type: 'string', default: '1,2,3,4' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help === true) {
+    process.stdout.write(`${USAGE}\n`);
+    process.exit(0);
+  }
+  const q = values.quick === true;
+  const int = (name: string, v: string | undefined, dflt: number, min: number) => {
+    const n = v === undefined ? dflt : Number(v);
+    if (!Number.isInteger(n) || n < min) {
+      process.stderr.write(`bench:cluster: --${name} must be an integer of at least ${min}\n\n${USAGE}\n`);
+      process.exit(2);
+    }
+    return n;
+  };
+  return {
+    quick: q,
+    rooms: int('rooms', values.rooms, q ? 3 : 6, 1),
+    publishers: int('publishers', values.publishers, 2, 1),
+    subscribers: int('subscribers', values.subscribers, q ? 2 : 4, 0),
+    duration: int('duration', values.duration, q ? 8 : 20, 6),
+    singleWorkers: int('single-workers', values['single-workers'], 3, 1),
+    joins: int('joins', values.joins, q ? 10 : 100, 1),
+    pingers: int('pingers', values.pingers, q ? 10 : 20, 1),
+    pingSeconds: int('ping-seconds', values['ping-seconds'], q ? 4 : 10, 2),
+    kills: int('kills', values.kills, q ? 2 : 10, 1),
+    parts: new Set(
+      values.parts.split(',').map((p) => {
+        const n = Number(p);
+        if (![1, 2, 3, 4].includes(n)) {
+          process.stderr.write(`bench:cluster: --parts takes numbers from 1 to 4\n\n${USAGE}\n`);
+          process.exit(2);
+        }
+        return n;
+      }),
+    ),
+  };
+}
+
+const say = (line = '') => process.stdout.write(`${line}\n`);
+const f0 = (n: number) => (Number.isFinite(n) ? n.toFixed(0) : '–');
+const f1 = (n: number) => (Number.isFinite(n) ? n.toFixed(1) : '–');
+
+/** Nearest rank: the smallest sample with at least p % of the samples at or below it. */
+function percentile(samples: readonly number[], p: number): number {
+  if (samples.length === 0) return Number.NaN;
+  const sorted = [...samples].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
+}
+
+/** The first room `<prefix>-<i>` whose rendezvous order over IDS starts with `host`. */
+function roomHostedBy(host: string, prefix: string): string {
+  for (let i = 0; ; i++) {
+    const room = `${prefix}-${i}`;
+    if (rendezvousOrder(room, IDS)[0] === host) return room;
+  }
+}
+
+async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs: number, everyMs = 100): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs / 1000} s waiting for ${what}`);
+}
+
+function nodeEnv(opts: Options, extra: Record<string, string>): Record<string, string> {
+  return {
+    SCV_API_KEY: API_KEY,
+    SCV_API_SECRET: API_SECRET,
+    SCV_LOG_LEVEL: 'error',
+    // Every client of the bench is 127.0.0.1: the per-IP HTTP limit would count them all as one.
+    SCV_HTTP_RATE_LIMIT: 'off',
+    SCV_MAX_PARTICIPANTS: String(Math.max(50, opts.publishers + opts.subscribers + 10, opts.pingers + 10)),
+    ...extra,
+  };
+}
+
+// ---- 1. the same load against one node and three ------------------------------------------
+
+interface LoadResult {
+  label: string;
+  forwardedPerS: number;
+  nodeCpuPct: number[];
+  toolCpuPct: number;
+  usPerPacket: number;
+  rooms: number[];
+  summary: Summary;
+}
+
+async function runLoad(label: string, nodes: ClusterNode[], opts: Options, dir: string): Promise<LoadResult> {
+  const json = path.join(dir, `${label}.json`);
+  const tool = spawn(
+    process.execPath,
+    [
+      'src/loadtest/cli.ts',
+      ...['--url', nodes[0]!.wsUrl, '--api-key', API_KEY, '--api-secret', API_SECRET],
+      ...['--rooms', String(opts.rooms), '--publishers', String(opts.publishers), '--subscribers', String(opts.subscribers)],
+      ...['--duration', String(opts.duration), '--join-rate', String(JOIN_RATE), '--room-prefix', label, '--json', json],
+    ],
+    { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  const exited = new Promise<number>((resolve) => tool.once('exit', (code) => resolve(code ?? 1)));
+  // The tool's window starts once every participant joined (or failed) and every track
+  // flows, or when its settle phase gives up (--join-timeout, 20 s): so does ours.
+  let flowing = false;
+  let settledAt: number | undefined;
+  let lastLine = '';
+  tool.stdout!.on('data', (d: Buffer) => {
+    for (const line of d.toString().split('\n')) {
+      if (line === '') continue;
+      lastLine = line;
+      const p = /participants (\d+)\/(\d+)(?: \((\d+) failed\))?.*tracks (\d+)\/(\d+)/.exec(line);
+      if (p === null) continue;
+      if (Number(p[1]) + Number(p[3] ?? 0) === Number(p[2])) settledAt ??= performance.now();
+      if (p[1] === p[2] && p[4] === p[5]) flowing = true;
+    }
+  });
+  const participants = opts.rooms * (opts.publishers + opts.subscribers);
+  const gaveUp = () => settledAt !== undefined && performance.now() - settledAt > 20_000;
+  await until(() => flowing || gaveUp() || tool.exitCode !== null, `the load (${label}) to flow; last: ${lastLine}`, (participants / JOIN_RATE + 60) * 1000);
+  if (!flowing) say(`  (${label}: not every track flows: ${lastLine})`);
+  await sleep(1000);
+  const read = async () => ({
+    at: performance.now(),
+    forwarded: (await Promise.all(nodes.map((n) => n.metric('scv_rtp_packets_forwarded_total')))).reduce((a, b) => a + b, 0),
+    usage: treeUsage([...nodes.map((n) => n.pid!), tool.pid!]),
+  });
+  const a = await read();
+  await sleep((opts.duration - 3) * 1000);
+  const b = await read();
+  const health = await Promise.all(nodes.map((n) => n.health()));
+  const code = await exited;
+  const summary = JSON.parse(await readFile(json, 'utf8')) as Summary;
+  if (code !== 0) {
+    say(`  (${label}: the load tool exited with ${code}: ${JSON.stringify(summary.joinFailureReasons)} ${JSON.stringify(summary.problems)} ${summary.missingTracks.join('; ')})`);
+  }
+  if (b.usage[nodes.length]!.processes === 0) say(`  (${label}: the load tool ended before the bench's window did: its figures are not comparable)`);
+  const seconds = (b.at - a.at) / 1000;
+  const cpu = (i: number) => b.usage[i]!.cpuS - a.usage[i]!.cpuS;
+  const nodeCpu = nodes.map((_, i) => cpu(i));
+  const forwarded = b.forwarded - a.forwarded;
+  return {
+    label,
+    forwardedPerS: forwarded / seconds,
+    nodeCpuPct: nodeCpu.map((c) => (100 * c) / seconds),
+    toolCpuPct: (100 * cpu(nodes.length)) / seconds,
+    usPerPacket: (1e6 * nodeCpu.reduce((x, y) => x + y, 0)) / forwarded,
+    // One node: rooms per worker; a cluster: rooms per node.
+    rooms: nodes.length === 1 ? health[0]!.workers.map((w) => w.rooms) : health.map((h) => h.rooms),
+    summary,
+  };
+}
+
+function printLoad(r: LoadResult): void {
+  const s = r.summary;
+  const total = r.nodeCpuPct.reduce((a, b) => a + b, 0);
+  say(
+    `  ${r.label}: forwarded ${f0(r.forwardedPerS)} pkt/s; node CPU ${f1(total)} % (${r.nodeCpuPct.map(f1).join(' + ')}), ${f1(r.usPerPacket)} µs per forwarded packet; ` +
+      `load tool ${f1(r.toolCpuPct)} %; delivered ${s.receive.deliveredPercent ?? '–'} %, loss ${s.loss.percent} %, latency p50/p99 ${s.latencyMs.p50}/${s.latencyMs.p99} ms; ` +
+      `joined ${s.participants.joined}/${s.participants.expected}, tracks ${s.tracks.subscribed}/${s.tracks.expected}; rooms ${r.rooms.join('/')}`,
+  );
+}
+
+// ---- 2. join time, relayed and direct ---------------------------------------------------------
+
+interface JoinSample {
+  joinedMs: number;
+  mediaMs: number;
+}
+
+async function joinOnce(wsUrl: string, token: string, identity: string): Promise<JoinSample> {
+  let firstPacket: number | undefined;
+  let gotPacket: () => void = () => {};
+  const packet = new Promise<void>((resolve) => (gotPacket = resolve));
+  const client = new SignalingClient({
+    wsUrl,
+    peerConfig: (role) => peerConfig(role, LOOPBACK_ICE),
+    sinkFor: () => ({
+      onPacket: () => {
+        if (firstPacket !== undefined) return;
+        firstPacket = performance.now();
+        gotPacket();
+      },
+    }),
+  });
+  try {
+    await client.connect();
+    const open = performance.now();
+    await client.join({ token, name: identity });
+    const joined = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([packet, new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`${identity}: no media within 10 s`)), 10_000)))]);
+    clearTimeout(timer);
+    return { joinedMs: joined - open, mediaMs: firstPacket! - open };
+  } finally {
+    await client.close({ leave: true });
+  }
+}
+
+interface JoinResult {
+  direct: JoinSample[];
+  relayed: JoinSample[];
+}
+
+async function joinTimes(host: ClusterNode, relay: ClusterNode, opts: Options, tokens: TokenService): Promise<JoinResult> {
+  const room = roomHostedBy(host.id, 'bench-join');
+  const publisher = new SignalingClient({ wsUrl: host.wsUrl, peerConfig: (role) => peerConfig(role, LOOPBACK_ICE), sinkFor: () => ({ onPacket: () => {} }) });
+  const result: JoinResult = { direct: [], relayed: [] };
+  try {
+    await publisher.connect();
+    await publisher.join({ token: await tokens.mint({ identity: 'publisher', room, grants: ['publish', 'subscribe'] }) });
+    await publisher.publish([
+      { kind: 'video', codec: 'vp8', source: 'camera', bitrateKbps: 500, fps: 30 },
+      { kind: 'audio', codec: 'opus', source: 'microphone' },
+    ]);
+    await publisher.publisher!.connected();
+    // Two warm-ups each way (JIT, first relay sockets), then alternating so drift hits both alike.
+    for (let i = 0; i < 2 * opts.joins + 4; i++) {
+      const relayed = i % 2 === 1;
+      const identity = `joiner-${i}`;
+      const token = await tokens.mint({ identity, room, grants: ['subscribe'] });
+      const s = await joinOnce((relayed ? relay : host).wsUrl, token, identity);
+      if (i >= 4) (relayed ? result.relayed : result.direct).push(s);
+    }
+  } finally {
+    await publisher.close({ leave: true });
+  }
+  return result;
+}
+
+// ---- 3. the relay's CPU per signaling message ---------------------------------------------------
+
+interface PingPhase {
+  messages: number;
+  /** CPU seconds of each edge process (root only) in the window, less its idle CPU over as long. */
+  edgeCpuS: Map<string, number>;
+  workerCpuS: number;
+  seconds: number;
+}
+
+async function pingPhase(via: ClusterNode, host: ClusterNode, edges: ClusterNode[], idleRate: Map<string, number>, room: string, opts: Options, tokens: TokenService): Promise<PingPhase> {
+  const clients = await Promise.all(
+    Array.from({ length: opts.pingers }, async (_, i) => {
+      const c = new SignalingClient({ wsUrl: via.wsUrl, peerConfig: (role) => peerConfig(role, LOOPBACK_ICE), sinkFor: () => ({ onPacket: () => {} }) });
+      await c.connect();
+      await c.join({ token: await tokens.mint({ identity: `pinger-${via.id}-${i}`, room, grants: ['subscribe'] }) });
+      return c;
+    }),
+  );
+  try {
+    await sleep(500);
+    const roots = [...edges.map((n) => n.pid!), host.workerPids[0]!];
+    const a = { at: performance.now(), usage: treeUsage(roots) };
+    let pongs = 0;
+    let failures = 0;
+    const inflight = new Set<Promise<void>>();
+    const timers = clients.map((c, i) =>
+      setTimeout(() => {
+        timers[i] = setInterval(() => {
+          const p = c.request({ type: 'ping', t: Date.now() }).then(
+            (reply) => {
+              if (reply.type === 'pong') pongs++;
+              else failures++;
+            },
+            () => {
+              failures++;
+            },
+          );
+          inflight.add(p);
+          void p.finally(() => inflight.delete(p));
+        }, PING_INTERVAL_MS);
+      }, (i * PING_INTERVAL_MS) / clients.length),
+    );
+    await sleep(opts.pingSeconds * 1000);
+    for (const t of timers) clearTimeout(t);
+    await Promise.all(inflight);
+    const b = { at: performance.now(), usage: treeUsage(roots) };
+    if (failures > 0) say(`  (${failures} pings through ${via.id} got no pong)`);
+    const seconds = (b.at - a.at) / 1000;
+    const edgeCpuS = new Map<string, number>();
+    edges.forEach((n, i) => edgeCpuS.set(n.id, b.usage[i]!.rootCpuS - a.usage[i]!.rootCpuS - idleRate.get(n.id)! * seconds));
+    const w = edges.length;
+    return { messages: 2 * pongs, edgeCpuS, workerCpuS: b.usage[w]!.cpuS - a.usage[w]!.cpuS, seconds };
+  } finally {
+    await Promise.all(clients.map((c) => c.close({ leave: true })));
+  }
+}
+
+interface RelayCpuResult {
+  idlePct: Map<string, number>;
+  relayed: PingPhase;
+  direct: PingPhase;
+}
+
+async function relayCpu(host: ClusterNode, relay: ClusterNode, opts: Options, tokens: TokenService): Promise<RelayCpuResult> {
+  const room = roomHostedBy(host.id, 'bench-ping');
+  const edges = [relay, host];
+  const a = { at: performance.now(), usage: treeUsage(edges.map((n) => n.pid!)) };
+  await sleep(IDLE_S * 1000);
+  const b = { at: performance.now(), usage: treeUsage(edges.map((n) => n.pid!)) };
+  const idleRate = new Map<string, number>();
+  edges.forEach((n, i) => idleRate.set(n.id, (b.usage[i]!.rootCpuS - a.usage[i]!.rootCpuS) / ((b.at - a.at) / 1000)));
+  const relayed = await pingPhase(relay, host, edges, idleRate, room, opts, tokens);
+  const direct = await pingPhase(host, host, edges, idleRate, room, opts, tokens);
+  return { idlePct: new Map([...idleRate].map(([k, v]) => [k, 100 * v])), relayed, direct };
+}
+
+// ---- 4. recovery after kill -9 -----------------------------------------------------------------
+
+interface KillResult {
+  recoveryMs: number[];
+  /** Per kill: where the room went. */
+  newHosts: string[];
+  failures: number;
+}
+
+/** Whether `page` receives video from the participant named `name` whose sid is not `oldSid`. */
+async function receivesAnew(page: CallPage, name: string, oldSid: string | undefined): Promise<boolean> {
+  const [stats, people] = await Promise.all([page.stats(), page.participants()]);
+  const sid = people.find((p) => p.name === name && p.sid !== oldSid)?.sid;
+  if (sid === undefined) return false;
+  const s = stats.find((x) => !x.local && x.participantSid === sid);
+  return s?.tracks.some((t) => t.kind === 'video' && t.packets > 0) === true;
+}
+
+async function kills(victim: ClusterNode, entry: ClusterNode, nodes: ClusterNode[], opts: Options, tokens: TokenService, redis: Redis): Promise<KillResult> {
+  const browser = await launchChromium();
+  const result: KillResult = { recoveryMs: [], newHosts: [], failures: 0 };
+  try {
+    for (let k = 0; k < opts.kills; k++) {
+      const room = roomHostedBy(victim.id, `bench-kill-${k}`);
+      const names = ['alice', 'bob'];
+      const pages: CallPage[] = [];
+      try {
+        for (const name of names) {
+          const token = await tokens.mint({ identity: name, room, grants: ['publish', 'subscribe'] });
+          pages.push(await CallPage.open(browser, { baseUrl: entry.httpUrl, room, name, query: { token } }));
+        }
+        const [alice, bob] = pages as [CallPage, CallPage];
+        await until(async () => (await receivesAnew(alice, 'bob', undefined)) && (await receivesAnew(bob, 'alice', undefined)), 'the two pages to receive each other', 20_000);
+        const host = await redis.get(`scv:room:${room}`);
+        if (host !== victim.id) throw new Error(`room ${room} is hosted by ${host}, not ${victim.id}`);
+        const sids = { alice: await alice.localSid(), bob: await bob.localSid() };
+        const killedAt = performance.now();
+        await victim.kill9();
+        const back: (number | undefined)[] = [undefined, undefined];
+        try {
+          await until(
+            async () => {
+              if (back[0] === undefined && (await receivesAnew(alice, 'bob', sids.bob))) back[0] = performance.now() - killedAt;
+              if (back[1] === undefined && (await receivesAnew(bob, 'alice', sids.alice))) back[1] = performance.now() - killedAt;
+              return back[0] !== undefined && back[1] !== undefined;
+            },
+            'both pages to receive each other again',
+            RECOVERY_TIMEOUT_MS,
+            50,
+          );
+          const ms = Math.max(back[0]!, back[1]!);
+          result.recoveryMs.push(ms);
+          const newHost = (await redis.get(`scv:room:${room}`)) ?? '?';
+          result.newHosts.push(newHost);
+          say(`  kill ${k + 1}: media again after ${f0(back[0]!)} ms (alice) / ${f0(back[1]!)} ms (bob); room now on ${newHost}`);
+        } catch (err) {
+          result.failures++;
+          say(`  kill ${k + 1}: ${(err as Error).message} (alice ${back[0] === undefined ? 'not back' : `${f0(back[0])} ms`}, bob ${back[1] === undefined ? 'not back' : `${f0(back[1])} ms`}; states ${await alice.state()} / ${await bob.state()})`);
+        }
+      } finally {
+        await Promise.all(pages.map((p) => p.close()));
+        victim.start();
+        await victim.ready(nodes.length);
+        await until(async () => (await Promise.all(nodes.map((n) => n.health()))).every((h) => h.cluster?.nodes === nodes.length), 'every node to see the restarted victim', 10_000);
+      }
+    }
+  } finally {
+    await browser.close();
+  }
+  return result;
+}
+
+// ---- the run -----------------------------------------------------------------------------------
+
+async function main(opts: Options): Promise<void> {
+  bringUpLoopback();
+  if (opts.parts.has(4)) await buildWeb();
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'scv-bench-cluster-'));
+  const tokens = new TokenService(API_KEY, API_SECRET);
+  const started = performance.now();
+  say(
+    `cluster bench: ${os.availableParallelism()} cores (${os.cpus()[0]?.model ?? '?'}), load average ${loadAverage().join(' ')}; ` +
+      `load ${opts.rooms} rooms × (${opts.publishers} publishers + ${opts.subscribers} subscribers), VP8 1500 kbps + Opus, ${opts.duration} s window`,
+  );
+  const redisServer = await RedisServer.start();
+  const redis = new Redis(redisServer.url, { maxRetriesPerRequest: 1 });
+  const nodes = IDS.map(
+    (id, i) => new ClusterNode(id, CLUSTER_PORTS[i]!, nodeEnv(opts, { SCV_MEDIA_WORKERS: '1', SCV_REDIS_URL: redisServer.url, SCV_CLUSTER_SECRET: CLUSTER_SECRET, SCV_NODE_ID: id })),
+  );
+  const [n1, n2] = nodes as [ClusterNode, ClusterNode];
+  const conclusions: string[] = [];
+  try {
+    let one: LoadResult | undefined;
+    if (opts.parts.has(1)) {
+      say(`\n1. the same load, one node × ${opts.singleWorkers} workers (no Redis) vs three nodes × 1 worker (Redis), the tool entering through the first node`);
+      const single = new ClusterNode('single', SINGLE_PORT, nodeEnv(opts, { SCV_MEDIA_WORKERS: String(opts.singleWorkers) }));
+      try {
+        single.start();
+        await single.ready();
+        one = await runLoad('one-node', [single], opts, dir);
+      } finally {
+        await single.stop();
+      }
+      printLoad(one);
+    }
+
+    for (const n of nodes) n.start();
+    await Promise.all(nodes.map((n) => n.ready(nodes.length)));
+
+    if (one !== undefined) {
+      const three = await runLoad('three-nodes', nodes, opts, dir);
+      printLoad(three);
+      say(`\n| | one node × ${opts.singleWorkers} workers | three nodes × 1 worker | ratio (three / one) |`);
+      say('|---|--:|--:|--:|');
+      const sum = (r: LoadResult) => r.nodeCpuPct.reduce((a, b) => a + b, 0);
+      const row = (what: string, a: number, b: number, fmt: (n: number) => string) => say(`| ${what} | ${fmt(a)} | ${fmt(b)} | ${(b / a).toFixed(2)} |`);
+      row('forwarded pkt/s', one.forwardedPerS, three.forwardedPerS, f0);
+      row('CPU of the nodes, % of a core', sum(one), sum(three), f1);
+      row('µs CPU per forwarded packet', one.usPerPacket, three.usPerPacket, f1);
+      row('load tool CPU, %', one.toolCpuPct, three.toolCpuPct, f1);
+      say(`| delivered / loss | ${one.summary.receive.deliveredPercent} % / ${one.summary.loss.percent} % | ${three.summary.receive.deliveredPercent} % / ${three.summary.loss.percent} % | |`);
+      say(`| latency p50 / p99, ms | ${one.summary.latencyMs.p50} / ${one.summary.latencyMs.p99} | ${three.summary.latencyMs.p50} / ${three.summary.latencyMs.p99} | |`);
+      say(`| rooms per worker / per node | ${one.rooms.join(' / ')} | ${three.rooms.join(' / ')} | |`);
+      conclusions.push(`load: three nodes spend ${(three.usPerPacket / one.usPerPacket).toFixed(2)}× the CPU per forwarded packet of one node`);
+    }
+
+    if (opts.parts.has(2)) {
+      say(`\n2. join time, ${opts.joins} joins each way to a room hosted by ${n1.id} with one publisher: direct (at ${n1.id}) vs relayed (at ${n2.id})`);
+      const joins = await joinTimes(n1, n2, opts, tokens);
+      const jp = (s: JoinSample[], k: keyof JoinSample, p: number) => percentile(s.map((x) => x[k]), p);
+      for (const [label, s] of [['direct', joins.direct], ['relayed', joins.relayed]] as const) {
+        say(`  ${label.padEnd(7)}: open → joined p50/p99 ${f1(jp(s, 'joinedMs', 50))} / ${f1(jp(s, 'joinedMs', 99))} ms; open → first media packet p50/p99 ${f1(jp(s, 'mediaMs', 50))} / ${f1(jp(s, 'mediaMs', 99))} ms`);
+      }
+      conclusions.push(
+        `join: relayed − direct p50 = ${f1(jp(joins.relayed, 'joinedMs', 50) - jp(joins.direct, 'joinedMs', 50))} ms to joined, ` +
+          `${f1(jp(joins.relayed, 'mediaMs', 50) - jp(joins.direct, 'mediaMs', 50))} ms to first media`,
+      );
+    }
+
+    if (opts.parts.has(3)) {
+      say(`\n3. relay CPU per signaling message: ${opts.pingers} clients × ${1000 / PING_INTERVAL_MS} pings/s for ${opts.pingSeconds} s to a room on ${n1.id}, through ${n2.id}, then at ${n1.id} directly`);
+      const cpu = await relayCpu(n1, n2, opts, tokens);
+      const us = (p: PingPhase, id: string) => (1e6 * p.edgeCpuS.get(id)!) / p.messages;
+      say(`  idle edge CPU: ${[...cpu.idlePct].map(([id, v]) => `${id} ${v.toFixed(2)} %`).join(', ')} (subtracted below)`);
+      say(
+        `  relayed: ${cpu.relayed.messages} messages (${f0(cpu.relayed.messages / cpu.relayed.seconds)}/s); non-hosting edge ${n2.id} ${f1(us(cpu.relayed, n2.id))} µs/message, ` +
+          `hosting edge ${n1.id} ${f1(us(cpu.relayed, n1.id))} µs/message, worker ${f1((1e6 * cpu.relayed.workerCpuS) / cpu.relayed.messages)} µs/message`,
+      );
+      say(
+        `  direct:  ${cpu.direct.messages} messages (${f0(cpu.direct.messages / cpu.direct.seconds)}/s); hosting edge ${n1.id} ${f1(us(cpu.direct, n1.id))} µs/message, ` +
+          `worker ${f1((1e6 * cpu.direct.workerCpuS) / cpu.direct.messages)} µs/message`,
+      );
+      conclusions.push(`relay CPU: the non-hosting edge spends ${(us(cpu.relayed, n2.id) / us(cpu.direct, n1.id)).toFixed(2)}× what the hosting edge spends per message with its clients connected directly`);
+    }
+
+    if (opts.parts.has(4)) {
+      say(`\n4. recovery after kill -9 of ${n1.id} (edge and worker), ${opts.kills} kills: two call pages (browser SDK) entering through ${n2.id}`);
+      const k = await kills(n1, n2, nodes, opts, tokens, redis);
+      const hosts = IDS.map((id) => `${id} ${k.newHosts.filter((h) => h === id).length}`).join(', ');
+      const p50 = percentile(k.recoveryMs, 50);
+      say(
+        `  recovery (kill → both pages receive video again): p50 ${f0(p50)} ms, min ${f0(Math.min(...k.recoveryMs))} ms, max ${f0(Math.max(...k.recoveryMs))} ms ` +
+          `over ${k.recoveryMs.length} kills${k.failures > 0 ? `, ${k.failures} not back within ${RECOVERY_TIMEOUT_MS / 1000} s` : ''}; rooms moved to: ${hosts}`,
+      );
+      conclusions.push(`recovery after kill -9: p50 ${f0(p50)} ms`);
+    }
+
+    say('');
+    for (const c of conclusions) say(c);
+    say(`whole run: ${f0((performance.now() - started) / 1000)} s`);
+  } finally {
+    await Promise.all(nodes.map((n) => n.stop()));
+    redis.disconnect();
+    await redisServer.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const opts = parseOptions(process.argv.slice(2));
+if (process.env[NETNS_MARKER] === '1') {
+  await main(opts);
+} else {
+  try {
+    process.exitCode = await reexecInNetns({ marker: NETNS_MARKER });
+  } catch (err) {
+    if (!(err instanceof NetnsError)) throw err;
+    process.stderr.write(`bench:cluster: ${err.message}\n`);
+    process.exitCode = 2;
+  }
+}
