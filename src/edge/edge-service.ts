@@ -7,6 +7,8 @@ import { createHttpApp, listen } from '../http/app.ts';
 import { devTokenRoute } from '../http/routes/ops.ts';
 import { webRoutes } from '../http/routes/web.ts';
 import { signalingEndpoint } from '../signaling/ws-route.ts';
+import { clusterMetrics } from './cluster-metrics.ts';
+import { clusterRoutes } from './cluster-routes.ts';
 import { EdgeSession } from './edge-session.ts';
 import { relayRoutes } from './http-relay.ts';
 import { NodeHops } from './node-hops.ts';
@@ -61,6 +63,9 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
     },
   });
 
+  if (cluster !== undefined) clusterMetrics(own, cluster, pool, hops.counts);
+
+  // Liveness: the workers' state only; the cluster's (Redis included) is reported, never a failure.
   app.get('/healthz', async (_req, reply) => {
     const workers = pool.slotStates();
     const serving = workers.filter((w) => w.state === 'ready');
@@ -83,6 +88,7 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   });
 
   devTokenRoute(app, { tokens, config });
+  clusterRoutes(app, { pool, tokens, cluster, hops });
   relayRoutes(app, { pool, tokens, config, hops });
   const sessions = new Set<EdgeSession>();
   signalingEndpoint(app, (socket, req) => {

@@ -43,10 +43,13 @@ export class EdgeSession extends ClientConnection {
   /** The worker's session accepted our join; every frame is now the worker's business. */
   private joined = false;
   private closed = false;
+  /** The upstream socket goes to another node (counted in the cluster gauges while it does). */
+  private relayingOut = false;
 
   constructor(ws: ClientSocket, deps: EdgeSessionDeps) {
     super(ws, deps.log, deps.config.limits);
     this.deps = deps;
+    if (deps.relayed) deps.hops.counts.connections.in++;
     ws.on('close', () => this.onClientClose());
   }
 
@@ -102,6 +105,7 @@ export class EdgeSession extends ClientConnection {
     } else {
       const url = `${node.url.replace(/^http/, 'ws')}${SIGNALING_PATH}`;
       up = new WebSocket(url, { headers: this.deps.hops.credential('GET', SIGNALING_PATH) });
+      this.countOut(true);
       unavailable = `node "${node.id}" hosting this room is not answering`;
       this.log = this.deps.log.child({ room, node: node.id });
     }
@@ -151,6 +155,7 @@ export class EdgeSession extends ClientConnection {
   private onUpstreamClose(up: WebSocket, code: number, reason: string): void {
     if (up !== this.upstream || this.closed) return;
     this.upstream = undefined;
+    this.countOut(false);
     // The worker's session closes with 1000 (left), 1001 (shutdown) or 1008 (a limit);
     // anything else is a worker that went away under us.
     if (code === 1000 || code === 1001 || code === POLICY_VIOLATION_CLOSE) {
@@ -168,14 +173,22 @@ export class EdgeSession extends ClientConnection {
     this.upstreamOpen = undefined;
     this.room = undefined;
     this.joined = false;
+    this.countOut(false);
     if (up !== undefined && up.readyState <= WebSocket.OPEN) up.close(1000);
   }
 
   private onClientClose(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.deps.relayed) this.deps.hops.counts.connections.in--;
     // The worker's session sees a dropped socket and keeps the participant for the reconnect grace.
     this.dropUpstream();
+  }
+
+  private countOut(relaying: boolean): void {
+    if (this.relayingOut === relaying) return;
+    this.relayingOut = relaying;
+    this.deps.hops.counts.connections.out += relaying ? 1 : -1;
   }
 
   /** Server shutdown. */

@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { requireGrant, type TokenService } from '../auth/tokens.ts';
+import type { TokenService } from '../auth/tokens.ts';
 import { NODE_AUTH_HEADER } from '../cluster/node-auth.ts';
 import type { NodeRecord } from '../cluster/node-registry.ts';
 import { AppError } from '../common/errors.ts';
@@ -81,25 +81,18 @@ async function relay(target: Target, req: FastifyRequest, reply: FastifyReply, b
  * unknown path or method, a bad URL or an overlong path segment gets the same answer at
  * the edge without reaching a worker. Nothing is assigned, relayed or logged for a
  * request before its token checks out. In a cluster, a request for a room another node
- * hosts (or is placed on) is relayed to that node instead, with the hop's credential. The room listing is merged from every worker.
+ * hosts (or is placed on) is relayed to that node instead, with the hop's credential
+ * (counted in `hops.counts`). The room listing is src/edge/cluster-routes.ts's.
  */
 export function relayRoutes(
   app: FastifyInstance,
   deps: { pool: WorkerPool; tokens: TokenService; config: Config; hops: NodeHops },
 ): void {
   const { pool, tokens, config, hops } = deps;
-
-  app.get('/video/rooms', async (req) => {
-    requireGrant(await authenticate(tokens, req), 'admin');
-    const lists = await Promise.all(
-      pool.workers().map(async (w) => {
-        const res = await fetch(w.url('/video/rooms'), { headers: { authorization: req.headers.authorization ?? '' } }).catch(() => undefined);
-        if (res?.ok !== true) return [];
-        return ((await res.json()) as { rooms: unknown[] }).rooms;
-      }),
-    );
-    return { rooms: lists.flat() };
-  });
+  const toNode = (node: NodeRecord, req: FastifyRequest, reply: FastifyReply, body: Buffer | undefined) => {
+    hops.counts.requests.out++;
+    return relay({ node, credential: hops.credential(req.method, req.url) }, req, reply, body);
+  };
 
   void app.register(async (scope) => {
     // Bodies go to the worker as they came, within the same size limit.
@@ -118,16 +111,17 @@ export function relayRoutes(
           const room = roomOf(route, req, json);
           // Relayed here by another node: this node hosts the room, and the request goes no further than its workers.
           const relayed = hops.relayed(req.raw);
+          if (relayed) hops.counts.requests.in++;
           let worker: MediaWorker;
           if (room === undefined) worker = pool.leastLoaded();
           else if (route.creates !== undefined) {
             route.creates(token, room);
             const node = await hops.place(room, relayed);
-            if (node !== undefined) return relay({ node, credential: hops.credential(req.method, req.url) }, req, reply, body);
+            if (node !== undefined) return toNode(node, req, reply, body);
             worker = pool.assign(room);
           } else {
             const node = await hops.locate(room, relayed);
-            if (node !== undefined) return relay({ node, credential: hops.credential(req.method, req.url) }, req, reply, body);
+            if (node !== undefined) return toNode(node, req, reply, body);
             worker = pool.find(room) ?? pool.leastLoaded();
           }
           return relay({ worker }, req, reply, body);

@@ -5,6 +5,7 @@ import type { Cluster } from '../cluster/cluster.ts';
 import { NODE_AUTH_HEADER } from '../cluster/node-auth.ts';
 import type { NodeRecord } from '../cluster/node-registry.ts';
 import type { Logger } from '../common/logger.ts';
+import { RelayCounts } from './relay-counts.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
 /**
@@ -17,6 +18,8 @@ export class NodeHops {
   private readonly pool: WorkerPool;
   /** Requests (HTTP and WebSocket upgrades) whose node credential checked out. */
   private readonly relayedHere = new WeakSet<IncomingMessage>();
+  /** What the relay and the edge sessions carried node to node (the cluster gauges). */
+  readonly counts = new RelayCounts();
 
   constructor(cluster: Cluster | undefined, pool: WorkerPool) {
     this.cluster = cluster;
