@@ -48,9 +48,16 @@ function clusterEnv(nodeId: string, extra: Record<string, string> = {}): Record<
 
 type Node = TestService<EdgeService>;
 
-/** Cluster nodes are edges: one media worker each. */
+/** Cluster nodes are edges: one media worker each, started one after the other (a worker's start is CPU-bound). */
 async function startNodes(ids: string[], extra: Record<string, string> = {}): Promise<Node[]> {
-  return Promise.all(ids.map((id) => TestService.startEdge(1, clusterEnv(id, extra))));
+  const nodes: Node[] = [];
+  try {
+    for (const id of ids) nodes.push(await TestService.startEdge(1, clusterEnv(id, extra)));
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.close()));
+    throw err;
+  }
+  return nodes;
 }
 
 const viewOf = (n: Node) => n.service.cluster!.nodes().map((r) => r.id).sort();
