@@ -1,6 +1,7 @@
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Redis } from 'ioredis';
+import type { TokenService } from '../auth/tokens.ts';
 import { AppError } from '../common/errors.ts';
 import type { Logger } from '../common/logger.ts';
 import { TypedEmitter } from '../common/typed-emitter.ts';
@@ -9,7 +10,9 @@ import type { HostedRooms } from './hosted-rooms.ts';
 import { NodeAuth } from './node-auth.ts';
 import { NodeRegistry, type NodeRecord } from './node-registry.ts';
 import { rendezvousOrder } from './rendezvous.ts';
+import { RecentOwners } from './recent-owners.ts';
 import { RoomClaims } from './room-claims.ts';
+import { RoomMerge, type RoomMerged } from './room-merge.ts';
 
 /** Heartbeat period: the node's record and its claims are refreshed this often. */
 export const HEARTBEAT_MS = 1000;
@@ -42,6 +45,8 @@ type ClusterEvents = {
   nodeLeft: [string];
   /** Another node holds the claim of a room hosted here: the room is hosted twice. */
   claimLost: [string];
+  /** This node's twin of a room hosted twice moved away into the other's (src/cluster/room-merge.ts). */
+  roomMerged: [RoomMerged];
 };
 
 /**
@@ -80,12 +85,19 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   private readonly releasing = new Map<string, Promise<void>>();
   /** When each held claim was taken, for claims whose room never came (UNUSED_CLAIM_MS). */
   private readonly claimedAt = new Map<string, number>();
+  /** Reconciles rooms hosted twice (claimLost); from start(). */
+  private merge: RoomMerge | undefined;
+  /** Where rooms placed, relayed or looked up elsewhere were: used while Redis is unreachable. */
+  private readonly owners = new RecentOwners();
+  private readonly tokens: TokenService;
   private closing: Promise<void> | undefined;
 
   /** `rooms`: what hosts this node's rooms (the edge's media workers, PoolRooms); the cluster closes it. */
-  constructor(config: Config, rooms: HostedRooms, log: Logger) {
+  /** `tokens`: the node's, for the admin token a merge counts a room's participants with. */
+  constructor(config: Config, rooms: HostedRooms, log: Logger, tokens: TokenService) {
     super();
     this.config = config;
+    this.tokens = tokens;
     this.cluster = config.cluster!;
     this.rooms = rooms;
     this.log = log.child({ component: 'cluster' });
@@ -98,7 +110,8 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
       connectTimeout: 2000,
       retryStrategy: (attempt) => Math.min(attempt * 200, 1000),
     });
-    this.redis.on('error', (err: Error) => this.log.warn({ err: err.message }, 'redis error'));
+    // While Redis is known to be down each reconnect attempt fails again: said once (setRedis), the rest at debug.
+    this.redis.on('error', (err: Error) => (this.redisUp ? this.log.warn({ err: err.message }, 'redis error') : this.log.debug({ err: err.message }, 'redis error')));
     this.redis.on('ready', () => this.setRedis('up'));
     this.redis.on('close', () => this.setRedis('down'));
     this.registry = new NodeRegistry(this.redis, this.cluster.keyPrefix, NODE_TTL_MS);
@@ -113,6 +126,19 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     this.url = this.cluster.publicUrl ?? httpUrl.replace(/\/+$/, '');
     this.claims = new RoomClaims(this.redis, this.cluster.keyPrefix, this.id, NODE_TTL_MS);
     this.nodeAuth = new NodeAuth(this.cluster.secret, this.id);
+    this.merge = new RoomMerge({
+      node: this.id,
+      url: this.url,
+      claims: this.claims,
+      claimTtlMs: NODE_TTL_MS,
+      auth: this.nodeAuth,
+      tokens: this.tokens,
+      nodeOf: (id) => this.view.get(id),
+      hosts: (room) => this.rooms.has(room),
+      moveAway: (room) => this.moveAway(room),
+      merged: (event) => this.emit('roomMerged', event),
+      log: this.log,
+    });
     this.log.info({ node: this.id, url: this.url }, 'joining the cluster');
     // Load is measured from here: start-up work is not the node's load.
     this.lastElu = performance.eventLoopUtilization();
@@ -155,28 +181,35 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   async place(room: string): Promise<Placement> {
     await this.releasing.get(room);
     const claims = this.claims!;
-    if (!this.redisUp) return this.placeLocally(room, 'redis is unreachable');
+    if (!this.redisUp) return this.placeWithoutRedis(room, 'redis is unreachable');
     try {
       let owner = await claims.owner(room);
       for (let attempt = 0; attempt < 3; attempt++) {
         if (owner === this.id) {
+          this.owners.forget(room);
           this.heldNow(room);
           return { here: true };
         }
         if (owner !== undefined) {
           const node = this.view.get(owner) ?? (await this.refreshView(), this.view.get(owner));
-          if (node !== undefined) return { here: false, node };
+          if (node !== undefined) {
+            this.owners.remember(room, owner);
+            return { here: false, node };
+          }
           throw new AppError('MEDIA_UNAVAILABLE', `room "${room}" is on node "${owner}", which stopped answering; try again in a few seconds`);
         }
         const target = this.order(room)[0];
         if (target === undefined) throw new AppError('TOO_MANY_ROOMS', 'every node of the cluster is at its limits or draining');
-        if (target !== this.id) return { here: false, node: this.view.get(target)! };
+        if (target !== this.id) {
+          this.owners.remember(room, target);
+          return { here: false, node: this.view.get(target)! };
+        }
         owner = await claims.claim(room);
       }
       throw new AppError('CONFLICT', `room "${room}" changed hands while it was being placed; try again`);
     } catch (err) {
       if (err instanceof AppError) throw err;
-      return this.placeLocally(room, (err as Error).message);
+      return this.placeWithoutRedis(room, (err as Error).message);
     }
   }
 
@@ -194,15 +227,19 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
 
   /**
    * The live node other than this one that holds the room's claim, for a request that
-   * does not create its room; undefined if none (or Redis cannot say): answered here.
+   * does not create its room; undefined if none: answered here. While Redis cannot say,
+   * the room's last known node if it is still in the view.
    */
   async locate(room: string): Promise<NodeRecord | undefined> {
-    if (!this.redisUp) return undefined;
+    if (!this.redisUp) return this.lastKnownNode(room);
     try {
       const owner = await this.claims!.owner(room);
-      return owner === undefined || owner === this.id ? undefined : this.view.get(owner);
+      if (owner === undefined || owner === this.id) return undefined;
+      const node = this.view.get(owner);
+      if (node !== undefined) this.owners.remember(room, owner);
+      return node;
     } catch {
-      return undefined;
+      return this.lastKnownNode(room);
     }
   }
 
@@ -230,6 +267,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
       this.rooms.close();
       clearInterval(this.timer);
       await this.beating;
+      await this.merge?.close();
       await Promise.all(this.releasing.values());
       const claims = this.claims;
       if (claims !== undefined && this.redisUp) {
@@ -244,6 +282,23 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
       this.removeAllListeners();
     })();
     return this.closing;
+  }
+
+  /**
+   * Redis cannot say where the room is: a room last seen on another node still in the view
+   * is relayed there (no twin; if that relay cannot connect the node is suspected, leaves
+   * the view, and the room is placed again, here); any other room is placed here.
+   */
+  private placeWithoutRedis(room: string, why: string): Placement {
+    const node = this.lastKnownNode(room);
+    if (node === undefined) return this.placeLocally(room, why);
+    this.log.warn({ room, node: node.id, why }, 'room placed without the cluster on the node last known to host it');
+    return { here: false, node };
+  }
+
+  private lastKnownNode(room: string): NodeRecord | undefined {
+    const owner = this.owners.get(room);
+    return owner === undefined || owner === this.id ? undefined : this.view.get(owner);
   }
 
   private placeLocally(room: string, why: string): Placement {
@@ -266,6 +321,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     const claims = this.claims;
     if (claims === undefined) return;
     this.claimedAt.delete(room);
+    this.merge?.forget(room);
     const released = claims
       .release(room)
       .catch((err: unknown) => this.log.warn({ room, err: (err as Error).message }, 'claim not released: it expires with the node'))
@@ -291,7 +347,9 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     const record = this.record();
     if (!this.redisUp) {
       this.joined = false;
-      this.view = new Map([[record.id, record]]);
+      // The last view is kept (no record expires while nobody can read them): rooms known
+      // to live on another node are still relayed there (placeWithoutRedis).
+      this.view.set(record.id, record);
       return;
     }
     this.joined = await this.registry.write(record).then(
@@ -305,8 +363,8 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     try {
       this.sweepUnusedClaims();
       for (const room of await this.claims!.refresh()) {
-        this.log.error({ room }, 'another node holds the claim of a room hosted here: the room is hosted twice');
         this.emit('claimLost', room);
+        this.merge!.claimLost(room);
       }
       await this.refreshView();
     } catch (err) {

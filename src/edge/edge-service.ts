@@ -1,4 +1,4 @@
-import { AggregatorRegistry, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { TokenService } from '../auth/tokens.ts';
 import { Cluster } from '../cluster/cluster.ts';
 import { createLogger, type Logger } from '../common/logger.ts';
@@ -38,7 +38,7 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   const tokens = new TokenService(config.auth.apiKey, config.auth.apiSecret, config.auth.tokenLimits);
   const pool = await WorkerPool.start(config, log);
   // The edge is the cluster node: its workers never see Redis (src/media-worker/main.ts).
-  const cluster = config.cluster === undefined ? undefined : new Cluster(config, new PoolRooms(pool), log);
+  const cluster = config.cluster === undefined ? undefined : new Cluster(config, new PoolRooms(pool), log, tokens);
   // Where a room no worker has goes, and which requests other nodes relayed here (nothing without a cluster).
   const hops = new NodeHops(cluster, pool);
   const app = await createHttpApp(config, log, { rateExempt: hops.rateExempt });
@@ -64,6 +64,10 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
   });
 
   if (cluster !== undefined) clusterMetrics(own, cluster, pool, hops.counts);
+  if (cluster !== undefined) {
+    const merged = new Counter({ name: 'scv_cluster_rooms_merged_total', help: 'Rooms hosted twice (placed on two nodes while Redis was away) whose twin here moved into the other', registers: [own] });
+    cluster.on('roomMerged', () => merged.inc());
+  }
 
   // Liveness: the workers' state only; the cluster's (Redis included) is reported, never a failure.
   app.get('/healthz', async (_req, reply) => {
