@@ -141,7 +141,7 @@ test('through the SFU: a stayer gets a newcomer on the m-lines a leaver had, cou
   const problems: string[] = [];
   const tool = new Participant(
     { room, identity: 'tool-stayer', publisher: false, expectedTracks: 2 },
-    { wsUrl: svc.service.wsUrl, ice: LOOPBACK_ICE, useIceServers: false, publish: { videoBitrateKbps: 300, fps: 30, audio: true }, latency, problem: (w) => problems.push(w) },
+    { wsUrls: [svc.service.wsUrl], ice: LOOPBACK_ICE, useIceServers: false, publish: { videoBitrateKbps: 300, fps: 30, audio: true }, latency, problem: (w) => problems.push(w) },
   );
   closers.push(() => tool.close());
   await tool.join(await svc.token('tool-stayer', room, ['subscribe']), 15_000);

@@ -45,6 +45,8 @@ type ClusterEvents = {
   nodeLeft: [string];
   /** Another node holds the claim of a room hosted here: the room is hosted twice. */
   claimLost: [string];
+  /** A relay to this node could not connect: it is out of this node's view until it proves alive (`suspect`). */
+  nodeSuspected: [string];
   /** This node's twin of a room hosted twice moved away into the other's (src/cluster/room-merge.ts). */
   roomMerged: [RoomMerged];
 };
@@ -90,6 +92,13 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   /** Where rooms placed, relayed or looked up elsewhere were: used while Redis is unreachable. */
   private readonly owners = new RecentOwners();
   private readonly tokens: TokenService;
+  /**
+   * Nodes a relay could not connect to, kept out of the view until they write a record
+   * after the suspicion: `after` is the number of view reads started when it was suspected,
+   * `writtenAt` the write time of its record in the first read started after that.
+   */
+  private readonly suspects = new Map<string, { after: number; writtenAt: number | undefined }>();
+  private viewReads = 0;
   private closing: Promise<void> | undefined;
 
   /** `rooms`: what hosts this node's rooms (the edge's media workers, PoolRooms); the cluster closes it. */
@@ -191,12 +200,14 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
           return { here: true };
         }
         if (owner !== undefined) {
-          const node = this.view.get(owner) ?? (await this.refreshView(), this.view.get(owner));
+          const node = this.view.get(owner) ?? (this.suspects.has(owner) ? undefined : (await this.refreshView(), this.view.get(owner)));
           if (node !== undefined) {
             this.owners.remember(room, owner);
             return { here: false, node };
           }
-          throw new AppError('MEDIA_UNAVAILABLE', `room "${room}" is on node "${owner}", which stopped answering; try again in a few seconds`);
+          // Its node is suspect or its record expired: the claim is stale (and expires within the TTL anyway).
+          const dropped = await claims.releaseStale(room, owner);
+          this.log.warn({ room, node: owner, suspect: this.suspects.has(owner), dropped }, 'claim of a dead node: placing the room again');
         }
         const target = this.order(room)[0];
         if (target === undefined) throw new AppError('TOO_MANY_ROOMS', 'every node of the cluster is at its limits or draining');
@@ -252,6 +263,21 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     this.claims?.held.delete(room);
     this.claimedAt.delete(room);
     this.rooms.moveAway(room);
+  }
+
+  /**
+   * A relay to node `id` could not connect (src/edge/node-hops.ts): it leaves this node's
+   * view at once, so placement skips it and treats its claims as stale, and comes back
+   * only with a record written after now. Another node that still reaches it keeps it; if
+   * it is alive but cut off from here only, its rooms may be placed again elsewhere and so
+   * be hosted twice, which its heartbeat reports (`claimLost`) and the merge resolves.
+   */
+  suspect(id: string): void {
+    if (id === this.id || this.suspects.has(id)) return;
+    this.suspects.set(id, { after: this.viewReads, writtenAt: undefined });
+    this.log.warn({ suspect: id, url: this.view.get(id)?.url }, 'node unreachable: out of the view until it writes a heartbeat after now');
+    this.emit('nodeSuspected', id);
+    if (this.view.delete(id)) this.emit('nodeLeft', id);
   }
 
   /** Node ids in the room's rendezvous order, skipping draining and full nodes. */
@@ -373,13 +399,32 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   }
 
   private async refreshView(): Promise<void> {
+    const read = ++this.viewReads;
     const live = await this.registry.readLive();
     const next = new Map(live.map((n) => [n.id, n]));
+    this.applySuspicions(next, read);
     // This node's own figures are newer than what it wrote a heartbeat ago.
     next.set(this.id!, this.record());
     for (const [id, n] of next) if (!this.view.has(id) && id !== this.id) this.emit('nodeJoined', n);
     for (const id of this.view.keys()) if (!next.has(id)) this.emit('nodeLeft', id);
     this.view = next;
+  }
+
+  /** Takes the suspects out of a fresh view (`read`: its number), and back those that wrote since. */
+  private applySuspicions(next: Map<string, NodeRecord>, read: number): void {
+    for (const [id, s] of this.suspects) {
+      const n = next.get(id);
+      if (read <= s.after) next.delete(id);
+      else if (n === undefined) this.suspects.delete(id); // its record expired: gone, for good or until it writes again
+      else if (s.writtenAt === undefined) {
+        s.writtenAt = n.writtenAt;
+        next.delete(id);
+      } else if (n.writtenAt === s.writtenAt) next.delete(id);
+      else {
+        this.suspects.delete(id);
+        this.log.info({ node: id }, 'suspect node wrote a heartbeat since: back in the view');
+      }
+    }
   }
 
   private sweepUnusedClaims(): void {
@@ -427,6 +472,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
         shedding: hosted.shedding,
       },
       startedAt: this.startedAt,
+      writtenAt: Date.now(),
     };
   }
 }

@@ -13,6 +13,12 @@ export interface NodeRecord {
   limits: { maxRooms: number };
   load: NodeLoad;
   startedAt: number;
+  /**
+   * When the node wrote this record (its own clock, ms). Compared only with the same node's
+   * earlier records: a record with another write time proves the node wrote after a
+   * reader suspected it (src/cluster/cluster.ts).
+   */
+  writtenAt: number;
 }
 
 export interface NodeLoad {

@@ -88,6 +88,14 @@ export class RoomClaims {
     return moved;
   }
 
+  /**
+   * Deletes the claim of a node found dead (suspect or vanished, src/cluster/cluster.ts) if
+   * that node still holds it; a claim another node has taken since stays. True if deleted.
+   */
+  async releaseStale(room: string, owner: string): Promise<boolean> {
+    return (await this.redis.eval(RELEASE, 1, this.key(room), owner)) === 1;
+  }
+
   /** Forgets the room here at once, then deletes its claim if it is still this node's. */
   async release(room: string): Promise<void> {
     this.held.delete(room);

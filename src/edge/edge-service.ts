@@ -65,6 +65,10 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
 
   if (cluster !== undefined) clusterMetrics(own, cluster, pool, hops.counts);
   if (cluster !== undefined) {
+    const suspected = new Counter({ name: 'scv_cluster_suspected_nodes_total', help: 'Nodes a relay from here could not connect to, taken out of this node\'s view until they wrote a heartbeat', registers: [own] });
+    cluster.on('nodeSuspected', () => suspected.inc());
+  }
+  if (cluster !== undefined) {
     const merged = new Counter({ name: 'scv_cluster_rooms_merged_total', help: 'Rooms hosted twice (placed on two nodes while Redis was away) whose twin here moved into the other', registers: [own] });
     cluster.on('roomMerged', () => merged.inc());
   }

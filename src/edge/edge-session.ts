@@ -8,7 +8,7 @@ import type { NodeRecord } from '../cluster/node-registry.ts';
 import { verifyJoin } from '../signaling/join-token.ts';
 import { parseClientMessage, type RequestId } from '../signaling/parse-message.ts';
 import { SIGNALING_PATH } from '../signaling/ws-route.ts';
-import type { NodeHops } from './node-hops.ts';
+import { MAX_REPLACEMENTS, type NodeHops } from './node-hops.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
 export interface EdgeSessionDeps {
@@ -83,12 +83,33 @@ export class EdgeSession extends ClientConnection {
       // A join the worker refused, then another for a different room: start over there.
       this.dropUpstream();
       try {
-        this.connect(room, node);
+        await this.attach(room, node);
       } catch (err) {
         return this.sendError(msg.id, err);
       }
+      if (this.closed) return;
     }
     return this.forward(frame, msg.id);
+  }
+
+  /**
+   * Opens the upstream socket for the room. If its node cannot be reached at all, that node
+   * is suspect (src/edge/node-hops.ts) and the room is placed again, at most
+   * MAX_REPLACEMENTS times; a failure that remains is the join's to report (`forward`).
+   */
+  private async attach(room: string, node: NodeRecord | undefined): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      this.connect(room, node);
+      if (node === undefined || attempt === MAX_REPLACEMENTS) return;
+      const opened = await this.upstreamOpen!.then(
+        () => true,
+        () => false,
+      );
+      if (opened || this.closed || !(await this.deps.hops.unreachable(node))) return;
+      this.dropUpstream();
+      node = await this.deps.hops.place(room, this.deps.relayed);
+      if (this.closed) return;
+    }
   }
 
   /** Opens the upstream socket: to the room's worker here, or to the hosting node `node`. */

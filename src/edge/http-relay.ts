@@ -10,7 +10,7 @@ import { authenticate } from '../http/auth.ts';
 import { preflights, ROUTES, type WorkerRoute } from '../http/route-table.ts';
 import { mediaTypeOf, parse, pathName } from '../http/validate.ts';
 import type { MediaWorker } from './media-worker.ts';
-import type { NodeHops } from './node-hops.ts';
+import { MAX_REPLACEMENTS, type NodeHops } from './node-hops.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1), those the relay recomputes, and the node credential (one hop's). */
@@ -47,27 +47,63 @@ type Target = { worker: MediaWorker } | { node: NodeRecord; credential: Record<s
 
 /** The one relay of the edge: to a worker, or node to node; the answer comes back as it was. */
 async function relay(target: Target, req: FastifyRequest, reply: FastifyReply, body: Buffer | undefined): Promise<FastifyReply> {
+  const res = await send(target, req, body);
+  if (res === undefined) throw unavailable(target);
+  return answer(res, reply);
+}
+
+/**
+ * Relays to the node `find` names; if it turns out unreachable (it is then suspect, and
+ * its claim stale) `find` is asked again, on a view without it. Undefined: the room is
+ * here after all.
+ */
+async function relayToNode(
+  find: () => Promise<NodeRecord | undefined>,
+  hops: NodeHops,
+  req: FastifyRequest,
+  reply: FastifyReply,
+  body: Buffer | undefined,
+): Promise<FastifyReply | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    const node = await find();
+    if (node === undefined) return undefined;
+    const target = { node, credential: hops.credential(req.method, req.url) };
+    hops.counts.requests.out++;
+    const res = await send(target, req, body);
+    if (res !== undefined) return answer(res, reply);
+    // No answer, and a fresh connection fails too: whatever the node did is gone with it, so doing it elsewhere does it once.
+    if (attempt === MAX_REPLACEMENTS || !(await hops.unreachable(node))) throw unavailable(target);
+  }
+}
+
+function unavailable(target: Target): AppError {
+  return new AppError(
+    'MEDIA_UNAVAILABLE',
+    'worker' in target ? 'the media worker for this room is not available; try again' : `node "${target.node.id}" hosting this room is not answering; try again`,
+  );
+}
+
+/** The request as it came, to the target; undefined if no answer came (no connection, or it broke). */
+async function send(target: Target, req: FastifyRequest, body: Buffer | undefined): Promise<Response | undefined> {
   const headers = new Headers();
   for (const [k, v] of Object.entries(req.headers)) {
     if (v === undefined || HOP_HEADERS.has(k)) continue;
     for (const value of Array.isArray(v) ? v : [v]) headers.append(k, value);
   }
   if ('node' in target) for (const [k, v] of Object.entries(target.credential)) headers.set(k, v);
-  let res: Response;
   try {
-    res = await fetch('worker' in target ? target.worker.url(req.url) : `${target.node.url}${req.url}`, {
+    return await fetch('worker' in target ? target.worker.url(req.url) : `${target.node.url}${req.url}`, {
       method: req.method,
       headers,
       body: req.method === 'GET' || req.method === 'HEAD' ? undefined : body,
       redirect: 'manual',
     });
-  } catch (err) {
-    if (err instanceof AppError) throw err;
-    throw new AppError(
-      'MEDIA_UNAVAILABLE',
-      'worker' in target ? 'the media worker for this room is not available; try again' : `node "${target.node.id}" hosting this room is not answering; try again`,
-    );
+  } catch {
+    return undefined;
   }
+}
+
+function answer(res: Response, reply: FastifyReply): FastifyReply {
   reply.status(res.status);
   for (const [k, v] of res.headers) if (!HOP_HEADERS.has(k)) reply.header(k, v);
   const length = res.headers.get('content-length');
@@ -89,10 +125,6 @@ export function relayRoutes(
   deps: { pool: WorkerPool; tokens: TokenService; config: Config; hops: NodeHops },
 ): void {
   const { pool, tokens, config, hops } = deps;
-  const toNode = (node: NodeRecord, req: FastifyRequest, reply: FastifyReply, body: Buffer | undefined) => {
-    hops.counts.requests.out++;
-    return relay({ node, credential: hops.credential(req.method, req.url) }, req, reply, body);
-  };
 
   void app.register(async (scope) => {
     // Bodies go to the worker as they came, within the same size limit.
@@ -116,12 +148,12 @@ export function relayRoutes(
           if (room === undefined) worker = pool.leastLoaded();
           else if (route.creates !== undefined) {
             route.creates(token, room);
-            const node = await hops.place(room, relayed);
-            if (node !== undefined) return toNode(node, req, reply, body);
+            const relayedThere = await relayToNode(() => hops.place(room, relayed), hops, req, reply, body);
+            if (relayedThere !== undefined) return relayedThere;
             worker = pool.assign(room);
           } else {
-            const node = await hops.locate(room, relayed);
-            if (node !== undefined) return toNode(node, req, reply, body);
+            const relayedThere = await relayToNode(() => hops.locate(room, relayed), hops, req, reply, body);
+            if (relayedThere !== undefined) return relayedThere;
             worker = pool.find(room) ?? pool.leastLoaded();
           }
           return relay({ worker }, req, reply, body);

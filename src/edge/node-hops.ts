@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { AppError } from '../common/errors.ts';
 import type { Cluster } from '../cluster/cluster.ts';
@@ -7,6 +8,11 @@ import type { NodeRecord } from '../cluster/node-registry.ts';
 import type { Logger } from '../common/logger.ts';
 import { RelayCounts } from './relay-counts.ts';
 import type { WorkerPool } from './worker-pool.ts';
+
+/** How long the check of a node a hop could not reach waits for a TCP connection. */
+const PROBE_TIMEOUT_MS = 1000;
+/** Rooms placed again after a hop found their node unreachable, per request (each time on a smaller view). */
+export const MAX_REPLACEMENTS = 2;
 
 /**
  * The edge's side of "any node answers" (issue 10, docs/cluster.md): where a request or a
@@ -80,8 +86,38 @@ export class NodeHops {
     return this.cluster.locate(room);
   }
 
+  /**
+   * A hop to `node` failed without an answer (connection refused, reset, unreachable, or a
+   * WebSocket upgrade that failed). A fresh TCP connection tells a dead node from a stale
+   * keep-alive socket or an HTTP error: if it fails too, the node is suspect (out of this
+   * node's view, its claims stale, src/cluster/cluster.ts) and true is returned: place the
+   * room again.
+   */
+  async unreachable(node: NodeRecord): Promise<boolean> {
+    if (this.cluster === undefined) return false;
+    if (await connects(node.url)) return false;
+    this.cluster.suspect(node.id);
+    return true;
+  }
+
   /** The header of a hop to another node for this method and path (with its query). */
   credential(method: string, path: string): Record<string, string> {
     return { [NODE_AUTH_HEADER]: this.cluster!.auth!.sign(method, path) };
   }
+}
+
+/** Whether a TCP connection to the host and port of `url` opens within PROBE_TIMEOUT_MS. */
+function connects(url: string): Promise<boolean> {
+  const u = new URL(url);
+  const port = Number(u.port || (u.protocol === 'https:' ? 443 : 80));
+  return new Promise((resolve) => {
+    const socket = connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(PROBE_TIMEOUT_MS, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('connect', () => done(true));
+  });
 }

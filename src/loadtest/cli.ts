@@ -87,18 +87,21 @@ async function main(opts: Options): Promise<void> {
     const tokens = service.tokens;
     target = {
       description: `in-process ${service.wsUrl}`,
-      wsUrl: service.wsUrl,
+      wsUrls: [service.wsUrl],
       mintToken: (identity, room, grants) => tokens.mint({ identity, room, grants }),
       ice: LOOPBACK_ICE,
       useIceServers: false,
     };
   } else {
     const tokens = new TokenService(opts.apiKey!, opts.apiSecret!);
-    const host = new URL(opts.url).hostname;
-    const loopback = host === 'localhost' || host.startsWith('127.') || host === '[::1]';
+    const urls = opts.url.split(',');
+    const loopback = urls.every((url) => {
+      const host = new URL(url).hostname;
+      return host === 'localhost' || host.startsWith('127.') || host === '[::1]';
+    });
     target = {
-      description: opts.url,
-      wsUrl: opts.url,
+      description: urls.join(', '),
+      wsUrls: urls,
       mintToken: (identity, room, grants) => tokens.mint({ identity, room, grants }),
       // A local server: keep our candidates on loopback too. A remote one: the ICE servers it gives.
       ice: loopback ? LOOPBACK_ICE : {},

@@ -10,10 +10,14 @@ const num = (min: number, max: number) => z.coerce.number().min(min).max(max);
 
 export const Options = z
   .object({
-    /** ws(s)://host:port/video/ws of a running service; absent: start one in-process. */
+    /**
+     * ws(s)://host:port/video/ws of a running service, or several (comma-separated: the
+     * nodes of a cluster, participants spread round-robin, a rejoin tries the next); absent:
+     * start one in-process.
+     */
     url: z
       .string()
-      .regex(/^wss?:\/\/[^\s]+$/, 'must be a ws:// or wss:// URL, e.g. ws://127.0.0.1:7880/video/ws')
+      .regex(/^wss?:\/\/[^\s,]+(,wss?:\/\/[^\s,]+)*$/, 'must be a ws:// or wss:// URL, e.g. ws://127.0.0.1:7880/video/ws, or several separated by commas')
       .optional(),
     apiKey: z.string().min(1).optional(),
     apiSecret: z.string().min(1).optional(),
@@ -57,7 +61,9 @@ Real WebRTC participants (werift) join rooms over the signaling protocol v1, pub
 synthetic VP8 (+ Opus) and receive each other; prints progress every second and a summary.
 
 Target (default: start the service in-process, inside a private network namespace):
-  --url ws://HOST:PORT/video/ws   a running service
+  --url ws://HOST:PORT/video/ws   a running service; several URLs separated by commas
+                                  (a cluster's nodes): participants spread round-robin
+                                  over them, and a rejoin tries the next
   --api-key KEY --api-secret S    its SCV_API_KEY / SCV_API_SECRET (to mint tokens)
   --no-netns                      in-process mode: do not make a network namespace
                                   (only when already inside one, e.g. under npm test)
@@ -76,8 +82,14 @@ Output:
   --json PATH               also write the summary as JSON
   --help
 
-Exit status: 0 on success; 1 if a join failed or fewer tracks were received than expected
-at the end; 2 on bad options or when the target cannot be started.`;
+A participant whose socket drops, or who is told "left" because its node or media worker
+died or its room moved, rejoins by itself like the SDK (at once, then after 0.25, 0.5, 1,
+2, 4, 8 s…), publishes and receives again; the summary counts the rejoins and the time
+from the drop to media again.
+
+Exit status: 0 on success; 1 if a join or rejoin failed, media did not come back after a
+rejoin, or fewer tracks were received than expected at the end; 2 on bad options or when
+the target cannot be started.`;
 
 export class UsageError extends Error {
   override name = 'UsageError';

@@ -85,6 +85,12 @@ export interface Summary {
     joinRate: number;
   };
   participants: { expected: number; joined: number; joinFailures: number; droppedByServer: number };
+  /**
+   * Automatic rejoins (socket lost, or `left` for a node or media worker that died or a room
+   * that moved), by reason; `recovered`: those after which media from every expected track
+   * came again within the join timeout; `recoveryMs`: from the drop to that moment.
+   */
+  rejoins: { count: number; recovered: number; reasons: Record<string, number>; recoveryMs: { p50: number | null; max: number | null } };
   /** Why joins failed (message → count). */
   joinFailureReasons: Record<string, number>;
   tracks: { subscribed: number; expected: number };
@@ -146,6 +152,12 @@ export function formatSummary(s: Summary): string {
     ['participants joined', `${s.participants.joined} / ${s.participants.expected}`],
     ['join failures', String(s.participants.joinFailures)],
     ['dropped by server', String(s.participants.droppedByServer)],
+    [
+      'rejoins',
+      s.rejoins.count === 0
+        ? '0'
+        : `${s.rejoins.count} (${s.rejoins.recovered} with media back; drop → media p50 / max ${ms(s.rejoins.recoveryMs.p50)} / ${ms(s.rejoins.recoveryMs.max)})`,
+    ],
     ['join time p50 / max', `${ms(s.joinMs.p50)} / ${ms(s.joinMs.max)}`],
     ['tracks subscribed', `${s.tracks.subscribed} / ${s.tracks.expected}`],
     ['send bitrate', `${mbps(s.send.bitrateMbps * 1e6)}  (${Math.round(s.send.packetsPerSecond)} pkt/s)`],
@@ -169,6 +181,7 @@ export function formatSummary(s: Summary): string {
   for (const [k, v] of Object.entries(s.problems)) rows.push([`problem`, `${k}: ${v}`]);
   for (const m of s.missingTracks) rows.push(['missing', m]);
   for (const [k, v] of Object.entries(s.joinFailureReasons)) rows.push([`join failure`, `${v}× ${k}`]);
+  for (const [k, v] of Object.entries(s.rejoins.reasons)) rows.push([`rejoin`, `${v}× ${k}`]);
   rows.push(['result', s.ok ? 'OK' : 'FAILED']);
   const w = Math.max(...rows.map(([k]) => k.length));
   const line = '-'.repeat(w + 2 + Math.max(...rows.map(([, v]) => v.length)));

@@ -14,9 +14,10 @@ import { formatProgress, type Summary } from './report.ts';
 import { LatencyRecorder } from './latency-recorder.ts';
 
 export interface LoadTarget {
-  /** For the report, e.g. "in-process" or the URL. */
+  /** For the report, e.g. "in-process" or the URL(s). */
   description: string;
-  wsUrl: string;
+  /** One signaling URL, or one per node of a cluster: participants spread round-robin over them. */
+  wsUrls: string[];
   mintToken(identity: string, room: string, grants: Grant[]): Promise<string>;
   ice: Partial<PeerConfig>;
   useIceServers: boolean;
@@ -88,14 +89,14 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
     }
   }
   const env = {
-    wsUrl: target.wsUrl,
+    wsUrls: target.wsUrls,
     ice: target.ice,
     useIceServers: target.useIceServers,
     publish: { videoBitrateKbps: opts.videoBitrate, fps: opts.fps, audio: opts.audio },
     latency,
     problem,
   };
-  const participants = specs.map((s) => new Participant(s, env));
+  const participants = specs.map((s, i) => new Participant(s, env, i));
   const tracksExpected = specs.reduce((a, s) => a + s.expectedTracks, 0);
 
   // ---- figures -----------------------------------------------------------------------
@@ -270,7 +271,7 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
       if (a !== undefined && b !== undefined) copiesSent += tr.video ? b.video - a.video : b.audio - a.audio;
     }
   }
-  const unmapped = participants.reduce((a, p) => a + p.client.subscriber.unmapped, 0);
+  const unmapped = participants.reduce((a, p) => a + p.unmapped, 0);
   const invalidTimes = latency.invalid;
 
   // ---- teardown ----------------------------------------------------------------------
@@ -300,6 +301,8 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
   }
   const joinTimes = participants.flatMap((p) => (p.joinMs === undefined ? [] : [p.joinMs])).sort((a, b) => a - b);
   const droppedByServer = participants.filter((p) => p.dropped !== undefined).length;
+  const rejoins = participants.flatMap((p) => p.rejoins);
+  const recoveries = rejoins.flatMap((r) => (r.recoveredMs === undefined ? [] : [r.recoveredMs])).sort((a, b) => a - b);
   for (const p of participants) if (p.dropped !== undefined) problem(`dropped by server: ${p.dropped}`);
   if (invalidTimes > 0) problem('video packets without a plausible send time');
   const dExpected = end.expected - start.expected;
@@ -326,6 +329,12 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
       joined: participants.filter((p) => p.joinMs !== undefined).length,
       joinFailures: failures,
       droppedByServer,
+    },
+    rejoins: {
+      count: rejoins.length,
+      recovered: recoveries.length,
+      reasons: rejoins.reduce<Record<string, number>>((m, r) => ({ ...m, [r.reason]: (m[r.reason] ?? 0) + 1 }), {}),
+      recoveryMs: { p50: finite(percentile(recoveries, 50) ?? Number.NaN), max: finite(recoveries.at(-1) ?? Number.NaN) },
     },
     joinFailureReasons,
     tracks: { subscribed: tracksSubscribed, expected: tracksExpected },
@@ -360,7 +369,7 @@ export async function runLoadTest(opts: Options, target: LoadTarget, io: RunIo):
     missingTracks: missing,
     unmappedPackets: unmapped,
     problems: Object.fromEntries(problems),
-    ok: failures === 0 && tracksSubscribed >= tracksExpected,
+    ok: failures === 0 && tracksSubscribed >= tracksExpected && recoveries.length === rejoins.length,
   };
   return summary;
 }
