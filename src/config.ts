@@ -118,6 +118,11 @@ const RawConfig = z
     PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
     /** Shared by the nodes of a cluster: authenticates node-to-node requests. */
     CLUSTER_SECRET: z.string().min(16, 'must be at least 16 characters').optional(),
+    /**
+     * Seconds a draining cluster node (SIGTERM, or POST /video/nodes/:node/drain) may take
+     * to move its rooms away before a stop closes what is left as a shutdown.
+     */
+    DRAIN_TIMEOUT: z.coerce.number().min(1).max(3600).default(30),
   })
   .refine((c) => c.REDIS_URL === undefined || c.CLUSTER_SECRET !== undefined, {
     message: 'SCV_CLUSTER_SECRET is required when SCV_REDIS_URL is set (it authenticates node-to-node requests)',
@@ -197,6 +202,8 @@ export interface Config {
   auth: { apiKey: string; apiSecret: string; development: boolean; tokenLimits: TokenLimits };
   /** Undefined: one node, nothing in Redis. */
   cluster: ClusterConfig | undefined;
+  /** SCV_DRAIN_TIMEOUT: how long a draining cluster node may take to empty before it stops anyway. */
+  drainTimeoutMs: number;
 }
 
 export interface ClusterConfig {
@@ -293,5 +300,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, argv: readonly 
       c.REDIS_URL === undefined
         ? undefined
         : { redisUrl: c.REDIS_URL, nodeId: c.NODE_ID, publicUrl: c.PUBLIC_URL?.replace(/\/+$/, ''), secret: c.CLUSTER_SECRET!, keyPrefix: 'scv:' },
+    drainTimeoutMs: c.DRAIN_TIMEOUT * 1000,
   };
 }

@@ -23,21 +23,40 @@ if (config.auth.development) {
 }
 log.info({ url: service.httpUrl, signaling: service.wsUrl, codecs: config.rtc.codecs, mediaWorkers: config.mediaWorkers }, 'SecureConnect Video listening');
 
-let stopping = false;
+let closing: Promise<void> | undefined;
+const stop = () => {
+  closing ??= service.close().then(
+    () => {
+      log.info('stopped');
+      process.exit(0);
+    },
+    (err: unknown) => {
+      log.error({ err }, 'shutdown failed');
+      process.exit(1);
+    },
+  );
+};
+// A cluster node drains first (its rooms move to other nodes, SCV_DRAIN_TIMEOUT at most); a second signal stops it at once.
+const cluster = 'cluster' in service ? service.cluster : undefined;
+let signalled = false;
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   process.on(signal, () => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ signal }, 'shutting down');
-    service.close().then(
-      () => {
-        log.info('stopped');
-        process.exit(0);
-      },
-      (err: unknown) => {
-        log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
+    if (signalled || cluster === undefined) {
+      log.info({ signal }, signalled ? 'second signal: shutting down now' : 'shutting down');
+      signalled = true;
+      return stop();
+    }
+    signalled = true;
+    log.info({ signal, timeoutMs: config.drainTimeoutMs }, 'draining, then shutting down; a second signal shuts down now');
+    cluster
+      .drain(true)
+      .then((drain) => drain.settled(config.drainTimeoutMs))
+      .then(
+        () => stop(),
+        (err: unknown) => {
+          log.error({ err }, 'drain failed: shutting down');
+          stop();
+        },
+      );
   });
 }

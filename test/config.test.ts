@@ -14,6 +14,11 @@ test('defaults: one node on localhost with a development key', () => {
   assert.deepEqual(c.rtc.codecs, ['opus', 'vp8', 'vp9', 'h264']);
 });
 
+test('a draining cluster node gets SCV_DRAIN_TIMEOUT seconds, 30 unless set', () => {
+  assert.equal(loadConfig({}).drainTimeoutMs, 30_000);
+  assert.equal(loadConfig({ SCV_DRAIN_TIMEOUT: '2.5' }).drainTimeoutMs, 2500);
+});
+
 test('flags override environment variables', () => {
   const c = loadConfig({ SCV_HTTP_PORT: '1000', SCV_LOG_LEVEL: 'warn' }, ['--http-port', '2000', '--codecs=opus,vp8']);
   assert.equal(c.http.port, 2000);
@@ -33,6 +38,8 @@ test('bad values name the setting', () => {
     [{ SCV_RTC_PORT_MIN: '50000', SCV_RTC_PORT_MAX: '40000' }, [], /SCV_RTC_PORT_MIN/],
     [{ SCV_ANNOUNCED_IP: 'not-an-ip' }, [], /SCV_ANNOUNCED_IP/],
     [{ SCV_LOG_LEVEL: 'loud' }, [], /SCV_LOG_LEVEL/],
+    [{ SCV_DRAIN_TIMEOUT: '0' }, [], /SCV_DRAIN_TIMEOUT/],
+    [{ SCV_DRAIN_TIMEOUT: '3601' }, [], /SCV_DRAIN_TIMEOUT/],
     [{ SCV_NO_SUCH_THING: '1' }, [], /unknown setting SCV_NO_SUCH_THING/],
     [{}, ['--http-port'], /--http-port needs a value/],
     [{}, ['stray'], /unexpected argument/],

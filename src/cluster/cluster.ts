@@ -8,6 +8,7 @@ import { TypedEmitter } from '../common/typed-emitter.ts';
 import type { ClusterConfig, Config } from '../config.ts';
 import type { HostedRooms } from './hosted-rooms.ts';
 import { NodeAuth } from './node-auth.ts';
+import { NodeDrain } from './node-drain.ts';
 import { NodeRegistry, type NodeRecord } from './node-registry.ts';
 import { rendezvousOrder } from './rendezvous.ts';
 import { RecentOwners } from './recent-owners.ts';
@@ -21,6 +22,8 @@ export const HEARTBEAT_MS = 1000;
  * stops is gone for everyone within TTL + one heartbeat (4 s, issue 10 asks for 5).
  */
 export const NODE_TTL_MS = 3000;
+/** A drained room's claim lasts this long on its new node before that node's first join for it refreshes it. */
+const HANDOVER_TTL_MS = 10_000;
 /** A claim whose room was never created here (the join failed after placement) is let go after this. */
 const UNUSED_CLAIM_MS = 5000;
 
@@ -45,10 +48,10 @@ type ClusterEvents = {
   nodeLeft: [string];
   /** Another node holds the claim of a room hosted here: the room is hosted twice. */
   claimLost: [string];
-  /** A relay to this node could not connect: it is out of this node's view until it proves alive (`suspect`). */
-  nodeSuspected: [string];
   /** This node's twin of a room hosted twice moved away into the other's (src/cluster/room-merge.ts). */
   roomMerged: [RoomMerged];
+  /** A relay to this node could not connect: it is out of this node's view until it proves alive (`suspect`). */
+  nodeSuspected: [string];
 };
 
 /**
@@ -74,8 +77,12 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   private redisUp = false;
   /** The last heartbeat wrote this node's record. */
   private joined = false;
-  /** Published in the record and /healthz; set by the drain of issue 10's later slice (item 5). */
+  /** Published in the record and /healthz: placement on every node skips this one (drain()). */
   private draining = false;
+  /** Moving this node's rooms away while it drains; undefined when not draining. */
+  private drainer: NodeDrain | undefined;
+  /** Signaling connections at this node's edge joining or just joined (countJoining). */
+  private joining: () => number = () => 0;
   private readonly startedAt = Date.now();
   private timer: NodeJS.Timeout | undefined;
   private beating: Promise<void> | undefined;
@@ -87,11 +94,6 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   private readonly releasing = new Map<string, Promise<void>>();
   /** When each held claim was taken, for claims whose room never came (UNUSED_CLAIM_MS). */
   private readonly claimedAt = new Map<string, number>();
-  /** Reconciles rooms hosted twice (claimLost); from start(). */
-  private merge: RoomMerge | undefined;
-  /** Where rooms placed, relayed or looked up elsewhere were: used while Redis is unreachable. */
-  private readonly owners = new RecentOwners();
-  private readonly tokens: TokenService;
   /**
    * Nodes a relay could not connect to, kept out of the view until they write a record
    * after the suspicion: `after` is the number of view reads started when it was suspected,
@@ -99,6 +101,11 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
    */
   private readonly suspects = new Map<string, { after: number; writtenAt: number | undefined }>();
   private viewReads = 0;
+  /** Reconciles rooms hosted twice (claimLost); from start(). */
+  private merge: RoomMerge | undefined;
+  /** Where rooms placed, relayed or looked up elsewhere were: used while Redis is unreachable. */
+  private readonly owners = new RecentOwners();
+  private readonly tokens: TokenService;
   private closing: Promise<void> | undefined;
 
   /** `rooms`: what hosts this node's rooms (the edge's media workers, PoolRooms); the cluster closes it. */
@@ -280,6 +287,73 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     if (this.view.delete(id)) this.emit('nodeLeft', id);
   }
 
+  /**
+   * Puts this node in draining (issue 10, item 5; idempotent): its record says so at once
+   * (not at the next heartbeat), so every node's placement skips it, then its rooms are
+   * handed on (src/cluster/node-drain.ts). It stays draining until cancelDrain() or close().
+   * `stopping`: the process exits once it is drained (SIGTERM), so it cannot be cancelled.
+   */
+  async drain(stopping = false): Promise<NodeDrain> {
+    if (this.drainer !== undefined) {
+      this.drainer.stopping ||= stopping;
+      return this.drainer;
+    }
+    const drainer = new NodeDrain(
+      {
+        id: this.node,
+        order: (room) => this.order(room),
+        hostedRooms: () => [...new Set([...this.rooms.rooms(), ...(this.claims?.held ?? [])])],
+        participants: () => this.rooms.load().participants + this.joining(),
+        handOver: (room, to) => this.handOver(room, to),
+        moveAway: (room) => this.moveAway(room),
+      },
+      this.log,
+    );
+    drainer.stopping = stopping;
+    this.drainer = drainer;
+    this.draining = true;
+    await this.publishNow();
+    drainer.start();
+    return drainer;
+  }
+
+  /**
+   * How many signaling connections at this node's edge are joining or just joined: a
+   * rejoin relayed through here is one, and a drain is not over while any is settling.
+   */
+  countJoining(count: () => number): void {
+    this.joining = count;
+  }
+
+  /** Ends a drain: the node takes rooms again (the rooms it moved stay where they went). False if it was not draining. */
+  async cancelDrain(): Promise<boolean> {
+    const drainer = this.drainer;
+    if (drainer === undefined) return false;
+    if (drainer.stopping) throw new AppError('CONFLICT', 'this node is shutting down: its drain cannot be cancelled');
+    this.drainer = undefined;
+    drainer.close();
+    this.draining = false;
+    this.log.info('drain cancelled: this node takes rooms again');
+    await this.publishNow();
+    return true;
+  }
+
+  /** Writes this node's record and reads the view now, after any heartbeat in flight. */
+  private async publishNow(): Promise<void> {
+    await this.beating;
+    if (this.closing === undefined && this.timer !== undefined) await this.beat();
+  }
+
+  /**
+   * The drain's handoff: the claim passes to `to` for HANDOVER_TTL_MS, long enough for the
+   * participants' rejoins to reach it; from its first join it holds the claim (place()
+   * finds it the owner) and its heartbeat refreshes it.
+   */
+  private async handOver(room: string, to: string): Promise<boolean> {
+    if (!this.redisUp) throw new Error('redis is unreachable');
+    return this.claims!.transfer(room, this.id!, to, HANDOVER_TTL_MS);
+  }
+
   /** Node ids in the room's rendezvous order, skipping draining and full nodes. */
   order(room: string): string[] {
     const eligible = [...this.view.values()].filter((n) => !n.draining && !overLimits(n)).map((n) => n.id);
@@ -288,6 +362,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.drainer?.close();
       this.rooms.off('roomOpened', this.onRoomOpened);
       this.rooms.off('roomClosed', this.onRoomClosed);
       this.rooms.close();

@@ -26,6 +26,8 @@ export interface HostedLoad {
  */
 export interface HostedRooms extends Pick<TypedEmitter<HostedRoomsEvents>, 'on' | 'off'> {
   has(room: string): boolean;
+  /** The rooms hosted here (a drain moves them). */
+  rooms(): string[];
   load(): HostedLoad;
   /** Closes the room here for good, its participants told `room_moved`; their joins go where the cluster places the room. */
   moveAway(room: string): void;

@@ -27,6 +27,8 @@ export const ERROR_STATUS = {
   PEER_NOT_FOUND: 404,
   TRACK_NOT_FOUND: 404,
   RECORDING_NOT_FOUND: 404,
+  /** No live node of the cluster has that id (the drain routes). */
+  NODE_NOT_FOUND: 404,
   NOT_FOUND: 404,
   ALREADY_JOINED: 409,
   NOT_JOINED: 409,

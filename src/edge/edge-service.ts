@@ -9,6 +9,7 @@ import { webRoutes } from '../http/routes/web.ts';
 import { signalingEndpoint } from '../signaling/ws-route.ts';
 import { clusterMetrics } from './cluster-metrics.ts';
 import { clusterRoutes } from './cluster-routes.ts';
+import { drainRoutes } from './drain-routes.ts';
 import { EdgeSession } from './edge-session.ts';
 import { relayRoutes } from './http-relay.ts';
 import { NodeHops } from './node-hops.ts';
@@ -97,6 +98,7 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
 
   devTokenRoute(app, { tokens, config });
   clusterRoutes(app, { pool, tokens, cluster, hops });
+  drainRoutes(app, { tokens, cluster, hops });
   relayRoutes(app, { pool, tokens, config, hops });
   const sessions = new Set<EdgeSession>();
   signalingEndpoint(app, (socket, req) => {
@@ -104,6 +106,7 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
     sessions.add(session);
     socket.on('close', () => sessions.delete(session));
   });
+  cluster?.countJoining(() => [...sessions].filter((s) => s.settling).length);
   await webRoutes(app, { log });
 
   let urls: { httpUrl: string; wsUrl: string };

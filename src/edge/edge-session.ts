@@ -23,6 +23,8 @@ export interface EdgeSessionDeps {
 }
 
 type Frame = { data: Buffer; isBinary: boolean };
+/** How long after its join a session counts as settling (offers, answers and candidates still flowing). */
+const SETTLE_MS = 5000;
 
 /**
  * One client WebSocket at the edge. Until the client joins, the edge answers it itself
@@ -42,6 +44,7 @@ export class EdgeSession extends ClientConnection {
   private room: string | undefined;
   /** The worker's session accepted our join; every frame is now the worker's business. */
   private joined = false;
+  private joinedAt = 0;
   private closed = false;
   /** The upstream socket goes to another node (counted in the cluster gauges while it does). */
   private relayingOut = false;
@@ -164,6 +167,7 @@ export class EdgeSession extends ClientConnection {
       try {
         if ((JSON.parse(text) as { type?: unknown }).type === 'joined') {
           this.joined = true;
+          this.joinedAt = Date.now();
           this.joinedRoom();
         }
       } catch {
@@ -210,6 +214,14 @@ export class EdgeSession extends ClientConnection {
     if (this.relayingOut === relaying) return;
     this.relayingOut = relaying;
     this.deps.hops.counts.connections.out += relaying ? 1 : -1;
+  }
+
+  /**
+   * Not in a room yet (maybe a rejoin on its way through here), or joined so recently that
+   * its media may still be negotiated over this socket: a draining node waits for it.
+   */
+  get settling(): boolean {
+    return !this.closed && (!this.joined || Date.now() - this.joinedAt < SETTLE_MS);
   }
 
   /** Server shutdown. */

@@ -26,6 +26,10 @@ export class PoolRooms extends TypedEmitter<HostedRoomsEvents> implements Hosted
     return this.open.has(room) || this.pool.find(room) !== undefined;
   }
 
+  rooms(): string[] {
+    return [...this.open];
+  }
+
   moveAway(room: string): void {
     this.pool.moveAway(room, 'room_moved');
   }

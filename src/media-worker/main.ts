@@ -79,4 +79,6 @@ process.on('message', (msg: EdgeToWorker) => {
 });
 // The edge is gone (crashed or killed): nobody can reach our rooms any more.
 process.on('disconnect', () => void stop(0));
-for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void stop(0));
+// A signal to the whole process group (Ctrl-C, systemd's stop) is the edge's to act on: it
+// may drain first (a cluster node) and then stops us; alone, without an edge, we stop.
+for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => void (process.connected ? undefined : stop(0)));
