@@ -54,8 +54,9 @@ async function relay(target: Target, req: FastifyRequest, reply: FastifyReply, b
 
 /**
  * Relays to the node `find` names; if it turns out unreachable (it is then suspect, and
- * its claim stale) `find` is asked again, on a view without it. Undefined: the room is
- * here after all.
+ * its claim stale) `find` is asked again, on a view without it. False: the room is here
+ * after all. (Not the reply itself: a FastifyReply is thenable, so awaiting it would wait
+ * for the response to finish and yield undefined, and the request would be handled here too.)
  */
 async function relayToNode(
   find: () => Promise<NodeRecord | undefined>,
@@ -63,14 +64,17 @@ async function relayToNode(
   req: FastifyRequest,
   reply: FastifyReply,
   body: Buffer | undefined,
-): Promise<FastifyReply | undefined> {
+): Promise<boolean> {
   for (let attempt = 0; ; attempt++) {
     const node = await find();
-    if (node === undefined) return undefined;
+    if (node === undefined) return false;
     const target = { node, credential: hops.credential(req.method, req.url) };
     hops.counts.requests.out++;
     const res = await send(target, req, body);
-    if (res !== undefined) return answer(res, reply);
+    if (res !== undefined) {
+      answer(res, reply);
+      return true;
+    }
     // No answer, and a fresh connection fails too: whatever the node did is gone with it, so doing it elsewhere does it once.
     if (attempt === MAX_REPLACEMENTS || !(await hops.unreachable(node))) throw unavailable(target);
   }
@@ -148,12 +152,10 @@ export function relayRoutes(
           if (room === undefined) worker = pool.leastLoaded();
           else if (route.creates !== undefined) {
             route.creates(token, room);
-            const relayedThere = await relayToNode(() => hops.place(room, relayed), hops, req, reply, body);
-            if (relayedThere !== undefined) return relayedThere;
+            if (await relayToNode(() => hops.place(room, relayed), hops, req, reply, body)) return reply;
             worker = pool.assign(room);
           } else {
-            const relayedThere = await relayToNode(() => hops.locate(room, relayed), hops, req, reply, body);
-            if (relayedThere !== undefined) return relayedThere;
+            if (await relayToNode(() => hops.locate(room, relayed), hops, req, reply, body)) return reply;
             worker = pool.find(room) ?? pool.leastLoaded();
           }
           return relay({ worker }, req, reply, body);
