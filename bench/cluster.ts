@@ -22,10 +22,11 @@
  *    idle CPU, per relayed message (a ping or a pong), for the non-hosting edge and the
  *    hosting edge, and for the hosting edge with the same clients connected to it directly.
  * 4. Recovery after `kill -9` of the hosting node (edge and worker in the same instant):
- *    two browser SDK participants (Chromium call pages, test/browser/call-page.ts) in a
- *    room hosted by the victim, both entering through another node; time from the kill to
- *    each receiving the other's video again (the SDK rejoins by itself, the room comes back
- *    on a surviving node); the victim restarts with the same id between kills.
+ *    two browser SDK participants (Chromium call pages, test/browser/call-page.ts) in one
+ *    room hosted by the victim and two load-tool participants (src/loadtest/participant.ts)
+ *    in another, all entering through another node, one kill for both rooms; time from the
+ *    kill until each receives the other's video again (both rejoin by themselves, the room
+ *    comes back on a surviving node); the victim restarts with the same id between kills.
  *
  * Runs in a private loopback-only network namespace (re-executes itself under `unshare -n`,
  * scripts/netns.ts), like the tests, so the nodes' fixed ports are its own.
@@ -43,6 +44,8 @@ import { buildWeb } from '../scripts/build-web.ts';
 import { bringUpLoopback, NetnsError, reexecInNetns } from '../scripts/netns.ts';
 import { TokenService } from '../src/auth/tokens.ts';
 import { rendezvousOrder } from '../src/cluster/rendezvous.ts';
+import { LatencyRecorder } from '../src/loadtest/latency-recorder.ts';
+import { Participant } from '../src/loadtest/participant.ts';
 import type { Summary } from '../src/loadtest/report.ts';
 import { LOOPBACK_ICE, peerConfig } from '../src/node-client/peer-config.ts';
 import { SignalingClient } from '../src/node-client/signaling-client.ts';
@@ -512,54 +515,139 @@ class SdkPair implements KillSubjects {
   }
 }
 
-async function kills(label: string, make: () => KillSubjects, victim: ClusterNode, nodes: ClusterNode[], opts: Options, redis: Redis): Promise<KillResult> {
-  const result: KillResult = { label, recoveryMs: [], newHosts: [], failures: 0 };
+/**
+ * Two load-tool participants (src/loadtest/participant.ts), both publishing VP8 + Opus and
+ * receiving each other, which rejoin by themselves with the SDK's schedule.
+ */
+class LoadToolPair implements KillSubjects {
+  readonly names = ['pub-a', 'pub-b'] as const;
+  private participants: Participant[] = [];
+  private marks: number[] = [];
+  private readonly entry: ClusterNode;
+  private readonly tokens: TokenService;
+
+  constructor(entry: ClusterNode, tokens: TokenService) {
+    this.entry = entry;
+    this.tokens = tokens;
+  }
+
+  async start(room: string): Promise<void> {
+    const env = {
+      // Like the SDK, which rejoins through the page's own origin.
+      wsUrls: [this.entry.wsUrl],
+      ice: LOOPBACK_ICE,
+      useIceServers: false,
+      publish: { videoBitrateKbps: 500, fps: 30, audio: true },
+      latency: new LatencyRecorder(),
+      problem: () => {},
+    };
+    this.participants = this.names.map((identity) => new Participant({ room, identity, publisher: true, expectedTracks: 2 }, env));
+    await Promise.all(
+      this.participants.map(async (p) => {
+        await p.join(await this.tokens.mint({ identity: p.spec.identity, room, grants: ['publish', 'subscribe'] }), 20_000);
+        if (p.state !== 'joined') throw new Error(`${p.spec.identity} did not join: ${p.failure}`);
+      }),
+    );
+    await until(async () => (await this.receiving()).every(Boolean), 'the two participants to receive each other', 20_000);
+  }
+
+  async mark(): Promise<void> {
+    this.marks = this.participants.map((p) => p.tracks.length);
+  }
+
+  back(): Promise<boolean[]> {
+    return this.receiving();
+  }
+
+  /** Whether each receives the other's video on a track made after the mark (a rejoin makes new ones). */
+  private receiving(): Promise<boolean[]> {
+    return Promise.resolve(
+      this.participants.map((p, i) => p.tracks.slice(this.marks[i] ?? 0).some((t) => t.video && t.packets > 0 && t.identity === this.names[1 - i])),
+    );
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.participants.map((p) => p.close()));
+  }
+}
+
+interface KillKind {
+  label: string;
+  make(): KillSubjects;
+}
+
+/**
+ * `opts.kills` rounds. In each, every kind of participants joins its own room hosted by
+ * the victim (so one kill measures them all, as a node with several rooms would fail), the
+ * victim is killed, and each participant's time until it receives media again is taken;
+ * then the victim restarts with the same id and port, and every node sees it again.
+ */
+async function kills(kinds: KillKind[], victim: ClusterNode, nodes: ClusterNode[], opts: Options, redis: Redis): Promise<KillResult[]> {
+  const results = kinds.map((k): KillResult => ({ label: k.label, recoveryMs: [], newHosts: [], failures: 0 }));
   for (let k = 0; k < opts.kills; k++) {
-    const room = roomHostedBy(victim.id, `bench-kill-${label}-${k}`);
-    const subjects = make();
-    const back: (number | undefined)[] = subjects.names.map(() => undefined);
-    let killedAt: number | undefined;
+    const rounds = kinds.map((kind) => ({ kind, room: roomHostedBy(victim.id, `bench-kill-${kind.label}-${k}`), subjects: kind.make(), back: [] as (number | undefined)[], ok: false }));
     try {
-      await subjects.start(room);
-      const host = await redis.get(`scv:room:${room}`);
-      if (host !== victim.id) throw new Error(`room ${room} is hosted by ${host}, not ${victim.id}`);
-      await subjects.mark();
-      killedAt = performance.now();
-      await victim.kill9();
-      await until(
-        async () => {
-          const now = (await subjects.back()).map((b) => (b ? performance.now() - killedAt! : undefined));
-          now.forEach((ms, i) => (back[i] ??= ms));
-          return back.every((ms) => ms !== undefined);
-        },
-        'every participant to receive media again',
-        RECOVERY_TIMEOUT_MS,
-        50,
+      await Promise.all(
+        rounds.map(async (r, i) => {
+          try {
+            await r.subjects.start(r.room);
+            const host = await redis.get(`scv:room:${r.room}`);
+            if (host !== victim.id) throw new Error(`room ${r.room} is hosted by ${host}, not ${victim.id}`);
+            await r.subjects.mark();
+            r.back = r.subjects.names.map(() => undefined);
+            r.ok = true;
+          } catch (err) {
+            results[i]!.failures++;
+            say(`  kill ${k + 1} ${r.kind.label}: ${(err as Error).message} (before the kill)`);
+          }
+        }),
       );
-      const newHost = (await redis.get(`scv:room:${room}`)) ?? '?';
-      result.recoveryMs.push(Math.max(...(back as number[])));
-      result.newHosts.push(newHost);
-      say(`  ${label} kill ${k + 1}: media again after ${subjects.names.map((n, i) => `${f0(back[i]!)} ms (${n})`).join(' / ')}; room now on ${newHost}`);
-    } catch (err) {
-      result.failures++;
-      const where = killedAt === undefined ? 'before the kill' : subjects.names.map((n, i) => `${n} ${back[i] === undefined ? 'not back' : `${f0(back[i])} ms`}`).join(', ');
-      say(`  ${label} kill ${k + 1}: ${(err as Error).message} (${where})`);
+      const live = rounds.filter((r) => r.ok);
+      if (live.length === 0) continue;
+      const killedAt = performance.now();
+      await victim.kill9();
+      const end = killedAt + RECOVERY_TIMEOUT_MS;
+      while (performance.now() < end && live.some((r) => r.back.some((ms) => ms === undefined))) {
+        await Promise.all(
+          live.map(async (r) => {
+            const now = await r.subjects.back();
+            now.forEach((b, i) => (r.back[i] ??= b ? performance.now() - killedAt : undefined));
+          }),
+        );
+        await sleep(50);
+      }
+      for (const r of live) {
+        const result = results[rounds.indexOf(r)]!;
+        const times = r.subjects.names.map((n, i) => `${n} ${r.back[i] === undefined ? 'not back' : `${f0(r.back[i])} ms`}`).join(', ');
+        const newHost = (await redis.get(`scv:room:${r.room}`)) ?? '?';
+        if (r.back.every((ms) => ms !== undefined)) {
+          result.recoveryMs.push(Math.max(...(r.back as number[])));
+          result.newHosts.push(newHost);
+          say(`  kill ${k + 1} ${r.kind.label}: media again after ${times}; room now on ${newHost}`);
+        } else {
+          result.failures++;
+          say(`  kill ${k + 1} ${r.kind.label}: not back within ${RECOVERY_TIMEOUT_MS / 1000} s (${times}; room on ${newHost})`);
+        }
+      }
     } finally {
-      await subjects.close();
+      await Promise.all(rounds.map((r) => r.subjects.close()));
       victim.start();
       await victim.ready(nodes.length);
       await until(async () => (await Promise.all(nodes.map((n) => n.health()))).every((h) => h.cluster?.nodes === nodes.length), 'every node to see the restarted victim', 10_000);
     }
   }
-  return result;
+  return results;
 }
 
 function printKills(r: KillResult): string {
-  const hosts = IDS.map((id) => `${id} ${r.newHosts.filter((h) => h === id).length}`).join(', ');
   const p50 = percentile(r.recoveryMs, 50);
+  const byHost = IDS.flatMap((id) => {
+    const ms = r.recoveryMs.filter((_, i) => r.newHosts[i] === id);
+    return ms.length === 0 ? [] : [`${ms.length} to ${id} (p50 ${f0(percentile(ms, 50))} ms)`];
+  });
   say(
     `  ${r.label}: recovery (kill → every participant receives media again) p50 ${f0(p50)} ms, min ${f0(Math.min(...r.recoveryMs))} ms, max ${f0(Math.max(...r.recoveryMs))} ms ` +
-      `over ${r.recoveryMs.length} kills${r.failures > 0 ? `, ${r.failures} failed` : ''}; rooms moved to: ${hosts}`,
+      `over ${r.recoveryMs.length} kills${r.failures > 0 ? `, ${r.failures} failed` : ''}; rooms moved: ${byHost.join(', ')}`,
   );
   return `recovery after kill -9 (${r.label}): p50 ${f0(p50)} ms`;
 }
@@ -586,6 +674,7 @@ async function main(opts: Options): Promise<void> {
   try {
     let one: LoadResult | undefined;
     if (opts.parts.has(1)) {
+      const partStart = performance.now();
       say(`\n1. the same load, one node × ${opts.singleWorkers} workers (no Redis) vs three nodes × 1 worker (Redis), the tool entering through the first node`);
       const single = new ClusterNode('single', SINGLE_PORT, nodeEnv(opts, { SCV_MEDIA_WORKERS: String(opts.singleWorkers) }));
       try {
@@ -596,6 +685,7 @@ async function main(opts: Options): Promise<void> {
         await single.stop();
       }
       printLoad(one);
+      say(`  (one node: ${f0((performance.now() - partStart) / 1000)} s)`);
     }
 
     // One at a time: six processes booting at once on two cores can miss the worker start deadline.
@@ -606,8 +696,10 @@ async function main(opts: Options): Promise<void> {
     await Promise.all(nodes.map((n) => n.ready(nodes.length)));
 
     if (one !== undefined) {
+      const partStart = performance.now();
       const three = await runLoad('three-nodes', nodes, opts, dir);
       printLoad(three);
+      say(`  (three nodes: ${f0((performance.now() - partStart) / 1000)} s)`);
       say(`\n| | one node × ${opts.singleWorkers} workers | three nodes × 1 worker | ratio (three / one) |`);
       say('|---|--:|--:|--:|');
       const sum = (r: LoadResult) => r.nodeCpuPct.reduce((a, b) => a + b, 0);
@@ -629,12 +721,14 @@ async function main(opts: Options): Promise<void> {
     }
 
     if (opts.parts.has(2)) {
+      const partStart = performance.now();
       say(`\n2. join time, ${opts.joins} joins each way to a room hosted by ${n1.id} with one publisher: direct (at ${n1.id}) vs relayed (at ${n2.id})`);
       const joins = await joinTimes(n1, n2, opts, tokens);
       const jp = (s: JoinSample[], k: keyof JoinSample, p: number) => percentile(s.map((x) => x[k]), p);
       for (const [label, s] of [['direct', joins.direct], ['relayed', joins.relayed]] as const) {
         say(`  ${label.padEnd(7)}: open → joined p50/p99 ${f1(jp(s, 'joinedMs', 50))} / ${f1(jp(s, 'joinedMs', 99))} ms; open → first media packet p50/p99 ${f1(jp(s, 'mediaMs', 50))} / ${f1(jp(s, 'mediaMs', 99))} ms`);
       }
+      say(`  (${f0((performance.now() - partStart) / 1000)} s)`);
       conclusions.push(
         `join: relayed − direct p50 = ${f1(jp(joins.relayed, 'joinedMs', 50) - jp(joins.direct, 'joinedMs', 50))} ms to joined, ` +
           `${f1(jp(joins.relayed, 'mediaMs', 50) - jp(joins.direct, 'mediaMs', 50))} ms to first media`,
@@ -642,6 +736,7 @@ async function main(opts: Options): Promise<void> {
     }
 
     if (opts.parts.has(3)) {
+      const partStart = performance.now();
       say(`\n3. relay CPU per signaling message: ${opts.pingers} clients × ${1000 / PING_INTERVAL_MS} pings/s for ${opts.pingSeconds} s to a room on ${n1.id}, through ${n2.id}, then at ${n1.id} directly`);
       const cpu = await relayCpu(n1, n2, opts, tokens);
       const us = (p: PingPhase, id: string) => (1e6 * p.edgeCpuS.get(id)!) / p.messages;
@@ -654,14 +749,21 @@ async function main(opts: Options): Promise<void> {
         `  direct:  ${cpu.direct.messages} messages (${f0(cpu.direct.messages / cpu.direct.seconds)}/s); hosting edge ${n1.id} ${f1(us(cpu.direct, n1.id))} µs/message, ` +
           `worker ${f1((1e6 * cpu.direct.workerCpuS) / cpu.direct.messages)} µs/message`,
       );
+      say(`  (${f0((performance.now() - partStart) / 1000)} s)`);
       conclusions.push(`relay CPU: the non-hosting edge spends ${(us(cpu.relayed, n2.id) / us(cpu.direct, n1.id)).toFixed(2)}× what the hosting edge spends per message with its clients connected directly`);
     }
 
     if (opts.parts.has(4)) {
+      const partStart = performance.now();
       say(`\n4. recovery after kill -9 of ${n1.id} (edge and worker), ${opts.kills} kills each, participants entering through ${n2.id}`);
       const browser = await launchChromium();
       try {
-        conclusions.push(printKills(await kills('sdk', () => new SdkPair(browser, n2, tokens), n1, nodes, opts, redis)));
+        const kinds: KillKind[] = [
+          { label: 'sdk', make: () => new SdkPair(browser, n2, tokens) },
+          { label: 'load-tool', make: () => new LoadToolPair(n2, tokens) },
+        ];
+        for (const r of await kills(kinds, n1, nodes, opts, redis)) conclusions.push(printKills(r));
+        say(`  (${f0((performance.now() - partStart) / 1000)} s)`);
       } finally {
         await browser.close();
       }
