@@ -9,7 +9,7 @@ export const DRAIN_STEP_MS = 250;
 /** Empty for this long (no room, no participant, no join settling) before the drain is over: a rejoin may be a moment away. */
 const EMPTY_FOR_MS = 500;
 /**
- * And this long after the last room moved: a participant that reaches the cluster through
+ * And this long after the last room with participants moved: a participant that reaches the cluster through
  * this node rejoins through it (relayed to the room's new node), and a busy client may
  * take a few seconds to come back; one still on its way when the node exits rejoins
  * elsewhere after its reconnect backoff.
@@ -141,6 +141,8 @@ export class NodeDrain {
   }
 
   private async move(room: string, to: string): Promise<void> {
+    // Only a move with someone to rejoin keeps the node up for the rejoin window.
+    const rejoins = this.node.participants() > 0;
     let claim: boolean;
     try {
       claim = await this.node.handOver(room, to);
@@ -153,7 +155,7 @@ export class NodeDrain {
     this.node.moveAway(room);
     this.moving.add(room);
     this.moved++;
-    this.lastMoveAt = Date.now();
+    if (rejoins) this.lastMoveAt = Date.now();
     this.log.info({ room, from: this.node.id, to, claim }, 'room moved');
   }
 
