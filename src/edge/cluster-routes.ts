@@ -56,14 +56,22 @@ export function clusterRoutes(app: FastifyInstance, deps: { pool: WorkerPool; to
   });
 }
 
-/** The `rooms` of a listing at `url`, or undefined if it did not answer 200 with one within LISTING_TIMEOUT_MS. */
-async function listRooms(url: string, headers: Record<string, string>): Promise<object[] | undefined> {
+/** The `rooms` of a listing at `url`. */
+const listRooms = (url: string, headers: Record<string, string>) => fetchListing(url, 'rooms', headers);
+
+/** The array `field` of a listing at `url`, or undefined if it did not answer 200 with one within LISTING_TIMEOUT_MS. */
+export async function fetchListing(url: string, field: string, headers: Record<string, string>): Promise<object[] | undefined> {
   try {
     const res = await fetch(url, { headers, signal: AbortSignal.timeout(LISTING_TIMEOUT_MS) });
     if (!res.ok) return undefined;
-    const { rooms } = (await res.json()) as { rooms?: unknown };
-    return Array.isArray(rooms) ? (rooms as object[]) : undefined;
+    return await listOf(res, field);
   } catch {
     return undefined;
   }
+}
+
+/** The array `field` of a JSON listing answer, or undefined. */
+export async function listOf(res: Response, field: string): Promise<object[] | undefined> {
+  const list = ((await res.json()) as Record<string, unknown>)[field];
+  return Array.isArray(list) ? (list as object[]) : undefined;
 }

@@ -10,6 +10,7 @@ import { authenticate } from '../http/auth.ts';
 import { preflights, ROUTES, type WorkerRoute } from '../http/route-table.ts';
 import { mediaTypeOf, parse, pathName } from '../http/validate.ts';
 import type { MediaWorker } from './media-worker.ts';
+import { fetchListing, listOf } from './cluster-routes.ts';
 import { MAX_REPLACEMENTS, type NodeHops } from './node-hops.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
@@ -78,6 +79,57 @@ async function relayToNode(
     // No answer, and a fresh connection fails too: whatever the node did is gone with it, so doing it elsewhere does it once.
     if (attempt === MAX_REPLACEMENTS || !(await hops.unreachable(node))) throw unavailable(target);
   }
+}
+
+/**
+ * GET /video/recordings in a cluster: this node's list (a worker checks the token's grants
+ * and filters by its room), then every other node's, asked with the same token and the node
+ * credential, each recording once (nodes on one machine may share the folder) with its
+ * `node`. Nodes that did not answer are named in `unreachable`.
+ */
+async function mergeRecordings(worker: MediaWorker, hops: NodeHops, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const own = await send({ worker }, req, undefined);
+  if (own === undefined) throw unavailable({ worker });
+  if (!own.ok) return answer(own, reply);
+  const others = hops.others(false);
+  const [mine, ...theirs] = await Promise.all([
+    listOf(own, 'recordings'),
+    ...others.map((n) => fetchListing(`${n.url}${req.url}`, 'recordings', { authorization: req.headers.authorization ?? '', ...hops.credential('GET', req.url) })),
+  ]);
+  const byId = new Map<string, object>();
+  const lists: [string, object[] | undefined][] = [[hops.node!, mine], ...others.map((n, i): [string, object[] | undefined] => [n.id, theirs[i]])];
+  for (const [node, list] of lists) {
+    for (const rec of list ?? []) {
+      const id = (rec as { id?: unknown }).id;
+      if (typeof id === 'string' && !byId.has(id)) byId.set(id, { ...rec, node });
+    }
+  }
+  // Newest first, as one node lists them.
+  const recordings = [...byId.values()].sort((a, b) => startOf(b).localeCompare(startOf(a)));
+  return reply.send({ recordings, unreachable: others.filter((_, i) => theirs[i] === undefined).map((n) => n.id) });
+}
+
+const startOf = (rec: object): string => String((rec as { startedAt?: unknown }).startedAt ?? '');
+
+/**
+ * A recording (or one of its files) by id in a cluster: here if this node has it, else on
+ * the first other node that does (asked one after another with the node credential); the
+ * answer comes back as that node gave it, and a recording no node has is this node's 404.
+ */
+async function findRecording(worker: MediaWorker, hops: NodeHops, req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const own = await send({ worker }, req, undefined);
+  if (own === undefined) throw unavailable({ worker });
+  if (own.status !== 404) return answer(own, reply);
+  for (const node of hops.others(false)) {
+    hops.counts.requests.out++;
+    const res = await send({ node, credential: hops.credential(req.method, req.url) }, req, undefined);
+    if (res !== undefined && res.status !== 404) {
+      await own.body?.cancel();
+      return answer(res, reply);
+    }
+    await res?.body?.cancel();
+  }
+  return answer(own, reply);
 }
 
 function unavailable(target: Target): AppError {
@@ -149,6 +201,9 @@ export function relayRoutes(
           const relayed = hops.relayed(req.raw);
           if (relayed) hops.counts.requests.in++;
           let worker: MediaWorker;
+          if (room === undefined && hops.others(relayed).length > 0 && route.url.startsWith(ROUTES.recordings.url)) {
+            return route === ROUTES.recordings ? mergeRecordings(pool.leastLoaded(), hops, req, reply) : findRecording(pool.leastLoaded(), hops, req, reply);
+          }
           if (room === undefined) worker = pool.leastLoaded();
           else if (route.creates !== undefined) {
             route.creates(token, room);

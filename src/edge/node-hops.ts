@@ -86,6 +86,18 @@ export class NodeHops {
     return this.cluster.locate(room);
   }
 
+  /** The other live nodes, for a request that names no room (recordings); none outside a cluster or for a relayed request. */
+  others(relayed: boolean): NodeRecord[] {
+    const cluster = this.cluster;
+    if (cluster === undefined || relayed) return [];
+    return cluster.nodes().filter((n) => n.id !== cluster.node);
+  }
+
+  /** This node's id in its cluster; undefined outside one. */
+  get node(): string | undefined {
+    return this.cluster?.node;
+  }
+
   /**
    * A hop to `node` failed without an answer (connection refused, reset, unreachable, or a
    * WebSocket upgrade that failed). A fresh TCP connection tells a dead node from a stale
