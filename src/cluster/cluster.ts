@@ -75,6 +75,8 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   /** Live nodes by id as of the last heartbeat. */
   private view = new Map<string, NodeRecord>();
   private redisUp = false;
+  /** Until then (performance.now() ms) Redis has just come back: see regrouping(). */
+  private regroupUntil = 0;
   /** The last heartbeat wrote this node's record. */
   private joined = false;
   /** Published in the record and /healthz: placement on every node skips this one (drain()). */
@@ -216,6 +218,9 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
           const dropped = await claims.releaseStale(room, owner);
           this.log.warn({ room, node: owner, suspect: this.suspects.has(owner), dropped }, 'claim of a dead node: placing the room again');
         }
+        // Just after Redis came back (empty, if it restarted) a room's node may not have claimed it again yet.
+        const known = owner === undefined && this.regrouping() ? this.lastKnownNode(room) : undefined;
+        if (known !== undefined) return { here: false, node: known };
         const target = this.order(room)[0];
         if (target === undefined) throw new AppError('TOO_MANY_ROOMS', 'every node of the cluster is at its limits or draining');
         if (target !== this.id) {
@@ -397,6 +402,15 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     return { here: false, node };
   }
 
+  /**
+   * Redis answered again less than a node expiry ago: every node re-registers and re-claims
+   * its rooms within one heartbeat, so until then a node missing from the registry or a
+   * room without a claim is not yet news (a restarted Redis comes back empty).
+   */
+  private regrouping(): boolean {
+    return performance.now() < this.regroupUntil;
+  }
+
   private lastKnownNode(room: string): NodeRecord | undefined {
     const owner = this.owners.get(room);
     return owner === undefined || owner === this.id ? undefined : this.view.get(owner);
@@ -433,6 +447,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
   private setRedis(state: 'up' | 'down'): void {
     if (this.redisUp === (state === 'up') || this.closing !== undefined) return;
     this.redisUp = state === 'up';
+    if (state === 'up') this.regroupUntil = performance.now() + NODE_TTL_MS;
     if (state === 'up') this.log.info('redis reachable');
     else this.log.warn('redis unreachable: running rooms keep running; new rooms are placed here');
     this.emit('redis', state);
@@ -478,6 +493,8 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
     const live = await this.registry.readLive();
     const next = new Map(live.map((n) => [n.id, n]));
     this.applySuspicions(next, read);
+    // Just after Redis came back the others may not have written their records again: the last view holds meanwhile.
+    if (this.regrouping()) for (const [id, n] of this.view) if (!next.has(id)) next.set(id, n);
     // This node's own figures are newer than what it wrote a heartbeat ago.
     next.set(this.id!, this.record());
     for (const [id, n] of next) if (!this.view.has(id) && id !== this.id) this.emit('nodeJoined', n);
