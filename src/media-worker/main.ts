@@ -9,7 +9,8 @@ import { performance } from 'node:perf_hooks';
 import { type EdgeToWorker, LOAD_REFRESH_MS, LOAD_REPORT_INTERVAL_MS, type WorkerToEdge } from './ipc.ts';
 
 const send = (msg: WorkerToEdge) => {
-  if (process.connected) process.send!(msg);
+  // The edge may die between the check and the write (kill -9): the callback takes the EPIPE, and 'disconnect' stops us.
+  if (process.connected) process.send!(msg, undefined, undefined, () => {});
 };
 
 let service: Service | undefined;
