@@ -27,7 +27,8 @@ export class ClusterNode {
   readonly port: number;
   private readonly env: NodeJS.ProcessEnv;
   private child: ChildProcess | undefined;
-  private readonly tail: string[] = [];
+  /** The node's last lines of output (logs), for the message when something fails. */
+  readonly tail: string[] = [];
   /** Media worker pids as of the last `ready()`. */
   workerPids: number[] = [];
 

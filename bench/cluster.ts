@@ -89,7 +89,7 @@ const USAGE = `Usage: npm run bench:cluster -- [options]
   --rooms N             rooms of the load (6; quick 3)
   --publishers N        publishers per room (2)
   --subscribers N       subscribers per room (4; quick 2)
-  --duration S          seconds of the load tool's measured window (20; quick 8)
+  --duration S          seconds of the load tool's measured window (15; quick 8)
   --single-workers N    media workers of the single node (3: as many media processes as the 3 nodes)
   --joins N             measured joins each way, relayed and direct (100; quick 10)
   --pingers K           clients exchanging pings in the relay CPU part (20; quick 10)
@@ -133,7 +133,7 @@ function parseOptions(argv: string[]): Options {
     rooms: int('rooms', values.rooms, q ? 3 : 6, 1),
     publishers: int('publishers', values.publishers, 2, 1),
     subscribers: int('subscribers', values.subscribers, q ? 2 : 4, 0),
-    duration: int('duration', values.duration, q ? 8 : 20, 6),
+    duration: int('duration', values.duration, q ? 8 : 15, 6),
     singleWorkers: int('single-workers', values['single-workers'], 3, 1),
     joins: int('joins', values.joins, q ? 10 : 100, 1),
     pingers: int('pingers', values.pingers, q ? 10 : 20, 1),
@@ -184,7 +184,8 @@ function nodeEnv(opts: Options, extra: Record<string, string>): Record<string, s
   return {
     SCV_API_KEY: API_KEY,
     SCV_API_SECRET: API_SECRET,
-    SCV_LOG_LEVEL: 'error',
+    // Kept in memory (the last lines) and shown when the load tool reports failures.
+    SCV_LOG_LEVEL: 'warn',
     // Every client of the bench is 127.0.0.1: the per-IP HTTP limit would count them all as one.
     SCV_HTTP_RATE_LIMIT: 'off',
     SCV_MAX_PARTICIPANTS: String(Math.max(50, opts.publishers + opts.subscribers + 10, opts.pingers + 10)),
@@ -261,7 +262,8 @@ async function runLoad(label: string, nodes: ClusterNode[], opts: Options, dir: 
   const code = await exited;
   const summary = JSON.parse(await readFile(json, 'utf8')) as Summary;
   if (code !== 0) {
-    say(`  (${label}: the load tool exited with ${code}: ${JSON.stringify(summary.joinFailureReasons)} ${JSON.stringify(summary.problems)} ${summary.missingTracks.join('; ')})`);
+    say(`  (${label}: the load tool exited with ${code}: ${JSON.stringify(summary.joinFailureReasons)} ${JSON.stringify(summary.problems)} ${summary.missingTracks.slice(0, 3).join('; ')})`);
+    for (const n of nodes) if (n.tail.length > 0) say(`  (${n.id}'s last log lines:\n${n.tail.slice(-8).join('\n')})`);
   }
   const windowStart = toolStart + summary.setupS * 1000;
   const inside = samples.filter((x) => x.at >= windowStart && x.at <= windowStart + summary.windowS * 1000);
@@ -339,12 +341,14 @@ async function joinOnce(wsUrl: string, token: string, identity: string): Promise
 interface JoinResult {
   direct: JoinSample[];
   relayed: JoinSample[];
+  /** Joins that failed or got no media within 10 s (not in the samples). */
+  failures: number;
 }
 
 async function joinTimes(host: ClusterNode, relay: ClusterNode, opts: Options, tokens: TokenService): Promise<JoinResult> {
   const room = roomHostedBy(host.id, 'bench-join');
   const publisher = new SignalingClient({ wsUrl: host.wsUrl, peerConfig: (role) => peerConfig(role, LOOPBACK_ICE), sinkFor: () => ({ onPacket: () => {} }) });
-  const result: JoinResult = { direct: [], relayed: [] };
+  const result: JoinResult = { direct: [], relayed: [], failures: 0 };
   try {
     await publisher.connect();
     await publisher.join({ token: await tokens.mint({ identity: 'publisher', room, grants: ['publish', 'subscribe'] }) });
@@ -358,8 +362,13 @@ async function joinTimes(host: ClusterNode, relay: ClusterNode, opts: Options, t
       const relayed = i % 2 === 1;
       const identity = `joiner-${i}`;
       const token = await tokens.mint({ identity, room, grants: ['subscribe'] });
-      const s = await joinOnce((relayed ? relay : host).wsUrl, token, identity);
-      if (i >= 4) (relayed ? result.relayed : result.direct).push(s);
+      try {
+        const s = await joinOnce((relayed ? relay : host).wsUrl, token, identity);
+        if (i >= 4) (relayed ? result.relayed : result.direct).push(s);
+      } catch (err) {
+        result.failures++;
+        say(`  (${relayed ? 'relayed' : 'direct'} join ${i}: ${(err as Error).message})`);
+      }
     }
   } finally {
     await publisher.close({ leave: true });
@@ -725,6 +734,7 @@ async function main(opts: Options): Promise<void> {
       say(`\n2. join time, ${opts.joins} joins each way to a room hosted by ${n1.id} with one publisher: direct (at ${n1.id}) vs relayed (at ${n2.id})`);
       const joins = await joinTimes(n1, n2, opts, tokens);
       const jp = (s: JoinSample[], k: keyof JoinSample, p: number) => percentile(s.map((x) => x[k]), p);
+      if (joins.failures > 0) say(`  (${joins.failures} joins failed and are not counted)`);
       for (const [label, s] of [['direct', joins.direct], ['relayed', joins.relayed]] as const) {
         say(`  ${label.padEnd(7)}: open → joined p50/p99 ${f1(jp(s, 'joinedMs', 50))} / ${f1(jp(s, 'joinedMs', 99))} ms; open → first media packet p50/p99 ${f1(jp(s, 'mediaMs', 50))} / ${f1(jp(s, 'mediaMs', 99))} ms`);
       }
