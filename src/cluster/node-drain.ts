@@ -4,8 +4,8 @@ import type { Logger } from '../common/logger.ts';
  * Rooms handed on per step, and the step: 8 every 250 ms (32 rooms a second), so a node
  * with many rooms does not send every participant's rejoin to its neighbours at once.
  */
-export const MOVE_BURST = 8;
-export const DRAIN_STEP_MS = 250;
+const MOVE_BURST = 8;
+const DRAIN_STEP_MS = 250;
 /** Empty for this long (no room, no participant, no join settling) before the drain is over: a rejoin may be a moment away. */
 const EMPTY_FOR_MS = 500;
 /**
