@@ -8,6 +8,10 @@
  * (a Chromium page through the SDK, which rejoins by itself on `room_moved`).
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
 import type { Browser } from 'playwright-core';
@@ -27,6 +31,7 @@ let redis: RedisServer;
 let probe: Redis;
 let nodes: TestService<EdgeService>[];
 let browser: Browser;
+let cameraDir: string;
 const pages: CallPage[] = [];
 
 before(async () => {
@@ -38,7 +43,12 @@ before(async () => {
   nodes = [];
   for (const id of IDS) nodes.push(await TestService.startEdge(1, { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_NODE_ID: id, SCV_RECONNECT_GRACE: '0' }));
   await eventually(() => nodes.every((n) => n.service.cluster!.nodes().length === 3), 'the three nodes to see each other', 3000);
-  browser = await launchChromium();
+  // A small fake camera: the page's video reaches two werift peers on this test's one event loop.
+  cameraDir = mkdtempSync(path.join(tmpdir(), 'scv-outage-camera-'));
+  const cameraFile = path.join(cameraDir, 'camera.y4m');
+  const ffmpeg = spawnSync('ffmpeg', ['-hide_banner', '-loglevel', 'error', '-y', '-f', 'lavfi', '-i', 'testsrc2=size=160x120:rate=15', '-t', '2', '-pix_fmt', 'yuv420p', cameraFile], { encoding: 'utf8' });
+  if (ffmpeg.status !== 0) throw new Error(`ffmpeg could not write ${cameraFile}: ${ffmpeg.error?.message ?? ffmpeg.stderr}`);
+  browser = await launchChromium({ cameraFile });
 });
 
 after(async () => {
@@ -47,6 +57,7 @@ after(async () => {
   await Promise.all((nodes ?? []).map((n) => n.close()));
   probe?.disconnect();
   await redis?.close();
+  if (cameraDir !== undefined) rmSync(cameraDir, { recursive: true, force: true });
 });
 
 const node = (id: string) => nodes[IDS.indexOf(id)]!;
