@@ -24,9 +24,9 @@ const ALLOWED: Record<string, readonly string[]> = {
   'src/signaling': ['src/sfu', 'src/recording', 'src/auth', 'src/common', 'src/config.ts'],
   // scripts: the call page's bundle is built on first request (src/http/routes/web.ts).
   // The cluster node (issue 10): registry, claims, placement; it sees the media core's types only.
-  'src/cluster': ['src/common', 'src/config.ts', 'src/sfu'],
-  'src/http': ['src/sfu', 'src/recording', 'src/signaling', 'src/cluster', 'src/auth', 'src/common', 'src/config.ts', 'scripts'],
-  'src/service.ts': ['src/http', 'src/signaling', 'src/recording', 'src/sfu', 'src/cluster', 'src/auth', 'src/common', 'src/config.ts'],
+  'src/cluster': ['src/common', 'src/config.ts', 'src/auth'],
+  'src/http': ['src/sfu', 'src/recording', 'src/signaling', 'src/auth', 'src/common', 'src/config.ts', 'scripts'],
+  'src/service.ts': ['src/http', 'src/signaling', 'src/recording', 'src/sfu', 'src/auth', 'src/common', 'src/config.ts'],
   'src/media-worker': ['src/service.ts', 'src/common', 'src/config.ts'],
   'src/edge': ['src/http', 'src/signaling', 'src/media-worker', 'src/cluster', 'src/auth', 'src/common', 'src/config.ts'],
   'src/main.ts': ['src/edge', 'src/service.ts', 'src/common', 'src/config.ts'],
