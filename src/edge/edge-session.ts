@@ -136,14 +136,23 @@ export class EdgeSession extends ClientConnection {
     up.binaryType = 'arraybuffer';
     this.upstream = up;
     this.room = room;
+    let opened = false;
     this.upstreamOpen = new Promise((resolve, reject) => {
-      up.addEventListener('open', () => resolve(), { once: true });
+      up.addEventListener(
+        'open',
+        () => {
+          opened = true;
+          resolve();
+        },
+        { once: true },
+      );
       up.addEventListener('error', () => reject(new AppError('MEDIA_UNAVAILABLE', unavailable)), { once: true });
     });
     // Settled either way; the rejection is read by whoever forwards next.
     this.upstreamOpen.catch(() => {});
     up.addEventListener('message', (ev) => this.onUpstreamMessage(ev.data as string | ArrayBuffer));
-    up.addEventListener('close', (ev) => this.onUpstreamClose(up, ev.code, ev.reason));
+    // One that never opened is the join's failure to report (forward), or to place elsewhere (attach): the client is not told `left`.
+    up.addEventListener('close', (ev) => opened && this.onUpstreamClose(up, ev.code, ev.reason));
   }
 
   private async forward(frame: Frame, joinId?: RequestId): Promise<void> {

@@ -188,7 +188,13 @@ export class Participant {
     try {
       await Promise.race([deadline, client.connect()]);
       step = 'join';
-      await Promise.race([deadline, client.join({ token: this.token, name: this.spec.identity })]);
+      const joined = await Promise.race([deadline, client.join({ token: this.token, name: this.spec.identity })]);
+      if (joined.resumed) {
+        // The server kept our previous participant (its socket went within the reconnect
+        // grace) but we closed its media: end it and join as a new one, as the SDK does.
+        await Promise.race([deadline, client.leave()]);
+        throw new Error('the server resumed a participant whose media is gone; joining again');
+      }
       if (this.spec.publisher) {
         step = 'publish';
         const { videoBitrateKbps, fps, audio } = this.env.publish;
