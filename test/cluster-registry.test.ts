@@ -3,8 +3,8 @@
  * worker each) find each other in the registry, a node that stops heartbeating is gone
  * within 5 s and its claims with it, a room is claimed by exactly one node however the
  * first joins race, its claim lives as long as the room, and the claim, not the hash,
- * decides where a request is relayed; a relayed request whose receiver's view puts the
- * room on a third node is refused naming that node. Without SCV_REDIS_URL nothing touches
+ * decides where a request is relayed; a relayed request for a room a third node holds is
+ * refused naming that node, and a relayed first join is taken by its receiver. Without SCV_REDIS_URL nothing touches
  * Redis; with it but without a cluster secret, or with SCV_MEDIA_WORKERS=0, the service
  * does not start.
  */
@@ -210,7 +210,7 @@ function relayedJoin(n: Node, sender: string, token: string): Promise<{ type: st
   });
 }
 
-test('at a node without the room, a join and a WHIP offer go to the claim holder; a relayed request its receiver places elsewhere gets ROOM_ON_OTHER_NODE', async () => {
+test('at a node without the room, a join and a WHIP offer go to the claim holder; a relayed request for a room another node holds gets ROOM_ON_OTHER_NODE, for a free one is taken', async () => {
   const nodes = await startNodes(['a', 'b']);
   try {
     await eventually(() => nodes.every((n) => viewOf(n).join() === 'a,b'), 'both nodes to see each other', 3000);
@@ -232,8 +232,9 @@ test('at a node without the room, a join and a WHIP offer go to the claim holder
     assert.equal(await probe.get(`scv:room:${room}`), 'b');
 
     // A relayed request is placed on its receiver or refused: one hop at most. Here a third
-    // node "c" relayed to a a room that a's view puts on b.
+    // node "c" relayed to a a room b holds the claim of.
     const elsewhere = roomHostedBy('b', ['a', 'b'], 'third');
+    await probe.set(`scv:room:${elsewhere}`, 'b', 'PX', 60_000);
     const admin = await a.token('admin', undefined, ['admin']);
     const refused = await a.fetch('/video/rooms', {
       method: 'POST',
@@ -248,7 +249,20 @@ test('at a node without the room, a join and a WHIP offer go to the claim holder
     assert.equal(wsRefused.code, 'ROOM_ON_OTHER_NODE');
     assert.ok(wsRefused.message!.includes(b.httpUrl), wsRefused.message);
     assert.ok(!hosts(a, elsewhere) && !hosts(b, elsewhere), 'nothing was created');
-    assert.equal(await probe.exists(`scv:room:${elsewhere}`), 0);
+    assert.equal(await probe.get(`scv:room:${elsewhere}`), 'b');
+    await probe.del(`scv:room:${elsewhere}`);
+
+    // A relayed first join of an unclaimed room is taken by its receiver even if the
+    // receiver's view puts it elsewhere: the sender chose it (it may just have found the
+    // winner dead, which the receiver's view does not know yet).
+    const chosen = roomHostedBy('b', ['a', 'b'], 'chosen');
+    const taken = await a.fetch('/video/rooms', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json', [NODE_AUTH_HEADER]: new NodeAuth(SECRET, 'c').sign('POST', '/video/rooms') },
+      body: JSON.stringify({ name: chosen }),
+    });
+    assert.equal(taken.status, 201, JSON.stringify(taken.body));
+    assert.equal(await probe.get(`scv:room:${chosen}`), 'a');
     await alice.close();
   } finally {
     await Promise.all(nodes.map((n) => n.close()));

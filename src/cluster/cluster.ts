@@ -195,8 +195,10 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
    * node in its rendezvous order over the live, non-draining nodes under their limits;
    * this node claims it only if it is that node, so both nodes of a simultaneous first join
    * compute the same answer, and if their views differ SET NX still lets only one win.
+   * A `relayed` first join was sent here by a node whose view chose this one (it may know
+   * better: it just found the winner dead): this node takes it if it may host rooms at all.
    */
-  async place(room: string): Promise<Placement> {
+  async place(room: string, relayed = false): Promise<Placement> {
     await this.releasing.get(room);
     const claims = this.claims!;
     if (!this.redisUp) return this.placeWithoutRedis(room, 'redis is unreachable');
@@ -221,7 +223,8 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
         // Just after Redis came back (empty, if it restarted) a room's node may not have claimed it again yet.
         const known = owner === undefined && this.regrouping() ? this.lastKnownNode(room) : undefined;
         if (known !== undefined) return { here: false, node: known };
-        const target = this.order(room)[0];
+        const order = this.order(room);
+        const target = relayed && order.includes(this.id!) ? this.id : order[0];
         if (target === undefined) throw new AppError('TOO_MANY_ROOMS', 'every node of the cluster is at its limits or draining');
         if (target !== this.id) {
           this.owners.remember(room, target);
@@ -242,7 +245,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
    * (`relayed`) is never relayed again: if the views disagree it is refused naming the host.
    */
   async relayTarget(room: string, relayed: boolean): Promise<NodeRecord | undefined> {
-    const placed = await this.place(room);
+    const placed = await this.place(room, relayed);
     if (placed.here) return undefined;
     if (relayed) throw onOtherNode(room, placed.node);
     return placed.node;
