@@ -41,7 +41,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import { buildWeb } from '../scripts/build-web.ts';
-import { bringUpLoopback, NetnsError, reexecInNetns } from '../scripts/netns.ts';
+import { bringUpLoopback, runInNetns } from '../scripts/netns.ts';
 import { TokenService } from '../src/auth/tokens.ts';
 import { rendezvousOrder } from '../src/cluster/rendezvous.ts';
 import { LatencyRecorder } from '../src/loadtest/latency-recorder.ts';
@@ -796,14 +796,4 @@ async function main(opts: Options): Promise<void> {
 }
 
 const opts = parseOptions(process.argv.slice(2));
-if (process.env[NETNS_MARKER] === '1') {
-  await main(opts);
-} else {
-  try {
-    process.exitCode = await reexecInNetns({ marker: NETNS_MARKER });
-  } catch (err) {
-    if (!(err instanceof NetnsError)) throw err;
-    process.stderr.write(`bench:cluster: ${err.message}\n`);
-    process.exitCode = 2;
-  }
-}
+await runInNetns(NETNS_MARKER, 'bench:cluster', () => main(opts));

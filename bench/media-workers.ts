@@ -27,7 +27,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { bringUpLoopback, NetnsError, reexecInNetns } from '../scripts/netns.ts';
+import { bringUpLoopback, runInNetns } from '../scripts/netns.ts';
 import type { Summary } from '../src/loadtest/report.ts';
 import { loadAverage, treeUsage } from './proc.ts';
 
@@ -182,14 +182,4 @@ async function main(opts: Options): Promise<void> {
 }
 
 const opts = parseOptions(process.argv.slice(2));
-if (process.env[NETNS_MARKER] === '1') {
-  await main(opts);
-} else {
-  try {
-    process.exitCode = await reexecInNetns({ marker: NETNS_MARKER });
-  } catch (err) {
-    if (!(err instanceof NetnsError)) throw err;
-    process.stderr.write(`bench:workers: ${err.message}\n`);
-    process.exitCode = 2;
-  }
-}
+await runInNetns(NETNS_MARKER, 'bench:workers', () => main(opts));

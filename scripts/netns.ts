@@ -120,6 +120,22 @@ export function reexecInNetns(opts: ReexecOptions): Promise<number> {
   });
 }
 
+/**
+ * A benchmark's entry point: `main()` inside the namespace (the marker is set), else the
+ * script re-executed there; a namespace that cannot be made is reported as `<name>: why`
+ * with exit code 2.
+ */
+export async function runInNetns(marker: string, name: string, main: () => Promise<void>): Promise<void> {
+  if (process.env[marker] === '1') return main();
+  try {
+    process.exitCode = await reexecInNetns({ marker });
+  } catch (err) {
+    if (!(err instanceof NetnsError)) throw err;
+    process.stderr.write(`${name}: ${err.message}\n`);
+    process.exitCode = 2;
+  }
+}
+
 /** `ip link set lo up` (inside the new namespace loopback starts down). Throws `NetnsError`. */
 export function bringUpLoopback(): void {
   const ip = which('ip');

@@ -1,5 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import type { Cluster } from '../cluster/cluster.ts';
+import { scrapedGauge } from '../http/metrics.ts';
 import type { RelayCounts } from './relay-counts.ts';
 import type { WorkerPool } from './worker-pool.ts';
 
@@ -9,15 +10,7 @@ import type { WorkerPool } from './worker-pool.ts';
  * workers host, and what it relays node to node.
  */
 export function clusterMetrics(registry: Registry, cluster: Cluster, pool: WorkerPool, counts: RelayCounts): void {
-  const gauge = (name: string, help: string, read: () => number) =>
-    new Gauge({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.set(read());
-      },
-    });
+  const gauge = (name: string, help: string, read: () => number) => scrapedGauge(registry, name, help, read);
   gauge('scv_cluster_nodes', 'Live cluster nodes in this node\'s view, this one included', () => cluster.health().nodes);
   gauge('scv_cluster_rooms_hosted', 'Rooms this node\'s media workers host', () => pool.workers().reduce((n, w) => n + w.rooms.size, 0));
   gauge('scv_cluster_redis_up', '1 while Redis answers this node, else 0', () => (cluster.health().redis === 'up' ? 1 : 0));

@@ -2,19 +2,23 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { NEGOTIATION_FAILURE_REASONS, PACKET_DROP_REASONS, type MediaStats } from '../sfu/media-stats.ts';
 import type { Sfu } from '../sfu/sfu.ts';
 
+/** A gauge on `registry` that reads its value at scrape time. */
+export function scrapedGauge(registry: Registry, name: string, help: string, read: () => number): Gauge {
+  return new Gauge({
+    name,
+    help,
+    registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
 /** Prometheus metrics, read from the SFU at scrape time so nothing is counted twice. */
 export function createMetrics(sfu: Sfu): Registry {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'scv_process_' });
-  const gauge = (name: string, help: string, read: () => number) =>
-    new Gauge({
-      name,
-      help,
-      registers: [registry],
-      collect() {
-        this.set(read());
-      },
-    });
+  const gauge = (name: string, help: string, read: () => number) => scrapedGauge(registry, name, help, read);
   gauge('scv_rooms', 'Rooms open on this node', () => sfu.roomCount);
   gauge('scv_participants', 'Participants connected on this node', () => sfu.participantCount());
   gauge('scv_published_tracks', 'Tracks being published', () => sfu.publishedTrackCount());
