@@ -153,6 +153,7 @@ export class Cluster extends TypedEmitter<ClusterEvents> {
       tokens: this.tokens,
       nodeOf: (id) => this.view.get(id),
       hosts: (room) => this.rooms.has(room),
+      draining: () => this.draining,
       moveAway: (room) => this.moveAway(room),
       merged: (event) => this.emit('roomMerged', event),
       log: this.log,

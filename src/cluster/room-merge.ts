@@ -32,6 +32,8 @@ export interface RoomMergeDeps {
   nodeOf(id: string): NodeRecord | undefined;
   /** The room is open on this node. */
   hosts(room: string): boolean;
+  /** This node is draining: its side always moves (taking the claim would only bounce the room back out). */
+  draining(): boolean;
   /** Cluster.moveAway: the room is closed here, its participants told `room_moved`, and they rejoin where the claim is. */
   moveAway(room: string): void;
   merged(event: RoomMerged): void;
@@ -102,10 +104,15 @@ export class RoomMerge {
     if (typeof there === 'object') return this.retry(room, `claim holder "${holder}" does not answer: ${there.failed}`);
     const sides = { room, here: me, there: holder, hereCount: here, thereCount: there === 'absent' ? 0 : there };
     const recent = (this.tookOver.get(room) ?? 0) > Date.now() - TAKEOVER_MEMORY_MS;
-    if (there !== 'absent' && (here <= there || recent)) {
+    if (there !== 'absent' && (here <= there || recent || this.deps.draining())) {
       this.attempts.delete(room);
       this.tookOver.delete(room);
-      const why = recent && here > there ? 'this node took the room over a moment ago and lost it again' : 'this side is the smaller (or tied, without the claim)';
+      const why =
+        here <= there
+          ? 'this side is the smaller (or tied, without the claim)'
+          : recent
+            ? 'this node took the room over a moment ago and lost it again'
+            : 'this node is draining';
       this.log.warn({ ...sides, moved: me, why }, 'room hosted twice: moving this side into the claim holder');
       this.deps.moveAway(room);
       this.deps.merged({ room, into: holder, here, there });

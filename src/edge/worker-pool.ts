@@ -6,6 +6,8 @@ import { MediaWorker } from './media-worker.ts';
 
 /** A room assigned to a worker that has not reported it yet keeps its place this long. */
 const ASSIGNMENT_GRACE_MS = 10_000;
+/** A room moved away that its worker still reports after this was opened there again (a join in flight). */
+const MOVE_GRACE_MS = 2000;
 /** Restart delays after a worker dies: doubling from the first to the last. */
 const RESTART_DELAY_MS = [500, 30_000] as const;
 
@@ -24,7 +26,7 @@ export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, o
   private readonly slots: (MediaWorker | undefined)[];
   private readonly rooms = new Map<string, Assignment>();
   /** Rooms closed here to live on elsewhere, by the worker still reporting them: never adopted again from its reports. */
-  private readonly movedAway = new Map<string, MediaWorker>();
+  private readonly movedAway = new Map<string, { worker: MediaWorker; at: number }>();
   /** Joins sent to a worker since its last load report, so a burst spreads out. */
   private readonly sentSinceReport = new Map<MediaWorker, number>();
   private readonly restartTimers = new Set<NodeJS.Timeout>();
@@ -72,7 +74,7 @@ export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, o
       if (this.slots[i] === w) this.slots[i] = undefined;
       this.sentSinceReport.delete(w);
       for (const [room, a] of this.rooms) if (a.worker === w) this.rooms.delete(room);
-      for (const [room, from] of this.movedAway) if (from === w) this.movedAway.delete(room);
+      for (const [room, m] of this.movedAway) if (m.worker === w) this.movedAway.delete(room);
       if (!expected && !this.closed) this.scheduleRestart(i, RESTART_DELAY_MS[0]);
       this.emit('load');
     });
@@ -95,9 +97,18 @@ export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, o
   private onLoad(w: MediaWorker): void {
     this.sentSinceReport.delete(w);
     const now = Date.now();
-    for (const [room, from] of this.movedAway) if (from === w && !w.rooms.has(room)) this.movedAway.delete(room);
+    for (const [room, m] of this.movedAway) {
+      if (m.worker !== w) continue;
+      if (!w.rooms.has(room)) this.movedAway.delete(room);
+      else if (now - m.at > MOVE_GRACE_MS) {
+        // A join already on its way to the worker opened the room again after it closed: close it again, its joins go where the claim is.
+        m.at = now;
+        w.closeRoom(room, 'room_moved');
+        this.log.warn({ room, worker: w.index }, 'a room moved away was opened here again: closing it again');
+      }
+    }
     for (const room of w.rooms) {
-      if (this.movedAway.get(room) === w) continue;
+      if (this.movedAway.get(room)?.worker === w) continue;
       const a = this.rooms.get(room);
       if (a === undefined) this.rooms.set(room, { worker: w, at: now });
       else if (a.worker !== w) this.log.error({ room, worker: w.index, assigned: a.worker.index }, 'room open on two media workers');
@@ -135,6 +146,8 @@ export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, o
     const found = this.find(room);
     if (found !== undefined) return found;
     const w = this.leastLoaded();
+    // Placed here again on purpose (the cluster says so): no longer a room that moved away.
+    this.movedAway.delete(room);
     this.rooms.set(room, { worker: w, at: Date.now() });
     this.sentSinceReport.set(w, (this.sentSinceReport.get(w) ?? 0) + 1);
     this.log.info({ room, worker: w.index }, 'room assigned to media worker');
@@ -150,7 +163,7 @@ export class WorkerPool extends TypedEmitter<{ /** A worker reported its load, o
     const a = this.rooms.get(room);
     if (a === undefined) return;
     this.rooms.delete(room);
-    this.movedAway.set(room, a.worker);
+    this.movedAway.set(room, { worker: a.worker, at: Date.now() });
     a.worker.closeRoom(room, reason);
     this.log.info({ room, worker: a.worker.index, reason }, 'room moved away from this node');
   }
