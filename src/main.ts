@@ -23,8 +23,17 @@ if (config.auth.development) {
 }
 log.info({ url: service.httpUrl, signaling: service.wsUrl, codecs: config.rtc.codecs, mediaWorkers: config.mediaWorkers }, 'SecureConnect Video listening');
 
+/** A shutdown still running after this is forced (exit 1): something did not close, and the log says so. */
+const SHUTDOWN_LIMIT_MS = 15_000;
+
 let closing: Promise<void> | undefined;
 const stop = () => {
+  if (closing === undefined) {
+    setTimeout(() => {
+      log.error({ limitMs: SHUTDOWN_LIMIT_MS }, 'shutdown did not finish in time: exiting with something still open');
+      process.exit(1);
+    }, SHUTDOWN_LIMIT_MS).unref();
+  }
   closing ??= service.close().then(
     () => {
       log.info('stopped');

@@ -232,9 +232,4 @@ export class EdgeSession extends ClientConnection {
   get settling(): boolean {
     return !this.closed && (!this.joined || Date.now() - this.joinedAt < SETTLE_MS);
   }
-
-  /** Server shutdown. */
-  close(code = 1001, reason = 'server shutdown'): void {
-    this.ws.close(code, reason);
-  }
 }

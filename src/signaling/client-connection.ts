@@ -10,6 +10,12 @@ import { errorMessage, parseClientMessage, type RequestId } from './parse-messag
 /** WebSocket close code for a connection we end for breaking a limit (join timeout, message rate). */
 export const POLICY_VIOLATION_CLOSE = 1008;
 
+/**
+ * How long a server shutdown waits for a client to answer its close frame before it drops
+ * the socket (ws would wait 30 s, and the HTTP server's close waits for every socket).
+ */
+const SHUTDOWN_CLOSE_MS = 2000;
+
 /** A refused frame up to this size is read for its request id; a larger one is answered without. */
 const REFUSED_FRAME_READ_BYTES = 1024;
 
@@ -50,6 +56,14 @@ export abstract class ClientConnection {
 
   /** One frame from the client that the rate limit let through. */
   protected abstract onClientFrame(data: Buffer, isBinary: boolean): void;
+
+  /** Server shutdown: the close frame, and the socket dropped if the client does not answer within SHUTDOWN_CLOSE_MS. */
+  close(code = 1001, reason = 'server shutdown'): void {
+    this.ws.close(code, reason);
+    const timer = setTimeout(() => this.ws.terminate(), SHUTDOWN_CLOSE_MS);
+    timer.unref();
+    this.ws.once('close', () => clearTimeout(timer));
+  }
 
   /** The client is in a room: the join clock stops. */
   protected joinedRoom(): void {

@@ -184,9 +184,4 @@ export class SignalingSession extends ClientConnection implements SignalSink {
     p.off('closed', this.onParticipantClosed);
     if (!p.closed && !this.leaving) p.signalingLost();
   }
-
-  /** Server shutdown or room closed under us. */
-  close(code = 1001, reason = 'server shutdown'): void {
-    this.ws.close(code, reason);
-  }
 }
