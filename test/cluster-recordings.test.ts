@@ -15,7 +15,7 @@ import type { EdgeService } from '../src/edge/edge-service.ts';
 import { FfmpegSource } from './helpers/ffmpeg-source.ts';
 import { probeRecording } from './helpers/recording-probe.ts';
 import { RedisServer } from './helpers/redis-server.ts';
-import { eventually, sleep, TestService } from './helpers/service.ts';
+import { sleep, startCluster, TestService } from './helpers/service.ts';
 
 const API = { SCV_API_KEY: 'recordings-test', SCV_API_SECRET: 'recordings-test-secret-of-at-least-32-chars' };
 const SECRET = 'cluster-secret-for-recording-tests';
@@ -29,11 +29,7 @@ let source: FfmpegSource | undefined;
 before(async () => {
   redis = await RedisServer.start();
   dirs = await Promise.all(IDS.map((id) => mkdtemp(join(tmpdir(), `scv-rec-${id}-`))));
-  nodes = [];
-  for (const [i, id] of IDS.entries()) {
-    nodes.push(await TestService.startEdge(1, { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_NODE_ID: id, SCV_RECORDINGS_DIR: dirs[i]! }));
-  }
-  await eventually(() => nodes.every((n) => n.service.cluster!.nodes().length === 2), 'the two nodes to see each other', 5000);
+  nodes = await startCluster(redis.url, SECRET, IDS, (_, i) => ({ ...API, SCV_RECORDINGS_DIR: dirs[i]! }));
 });
 
 after(async () => {

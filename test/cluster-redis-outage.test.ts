@@ -20,7 +20,7 @@ import type { EdgeService } from '../src/edge/edge-service.ts';
 import { CallPage, launchChromium } from './browser/call-page.ts';
 import type { RemoteTrack, TestClient } from './helpers/client.ts';
 import { RedisServer } from './helpers/redis-server.ts';
-import { eventually, sleep, TestService } from './helpers/service.ts';
+import { eventually, sleep, startCluster, TestService } from './helpers/service.ts';
 
 const API = { SCV_API_KEY: 'outage-test', SCV_API_SECRET: 'outage-test-secret-of-at-least-32-chars!' };
 const SECRET = 'cluster-secret-for-outage-tests';
@@ -39,10 +39,7 @@ before(async () => {
   probe = new Redis(redis.url, { maxRetriesPerRequest: 1, lazyConnect: true });
   probe.on('error', () => {});
   await probe.connect();
-  // One after the other: a media worker's start is CPU-bound.
-  nodes = [];
-  for (const id of IDS) nodes.push(await TestService.startEdge(1, { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_NODE_ID: id, SCV_RECONNECT_GRACE: '0' }));
-  await eventually(() => nodes.every((n) => n.service.cluster!.nodes().length === 3), 'the three nodes to see each other', 3000);
+  nodes = await startCluster(redis.url, SECRET, IDS, () => ({ ...API, SCV_RECONNECT_GRACE: '0' }));
   // A small fake camera: the page's video reaches two werift peers on this test's one event loop.
   cameraDir = mkdtempSync(path.join(tmpdir(), 'scv-outage-camera-'));
   const cameraFile = path.join(cameraDir, 'camera.y4m');

@@ -14,7 +14,7 @@ import { rendezvousOrder } from '../src/cluster/rendezvous.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import { someOffer } from './helpers/client.ts';
 import { RedisServer } from './helpers/redis-server.ts';
-import { eventually, TestService } from './helpers/service.ts';
+import { startCluster, TestService } from './helpers/service.ts';
 
 const API = { SCV_API_KEY: 'relay-test', SCV_API_SECRET: 'relay-test-secret-of-at-least-32-chars!' };
 const SECRET = 'cluster-secret-for-relay-tests';
@@ -29,14 +29,7 @@ let nodes: TestService<EdgeService>[];
 before(async () => {
   redis = await RedisServer.start();
   probe = new Redis(redis.url, { maxRetriesPerRequest: 1 });
-  nodes = [];
-  // One after the other: a media worker's start is CPU-bound.
-  for (const id of IDS) {
-    nodes.push(
-      await TestService.startEdge(1, { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_NODE_ID: id, SCV_RECONNECT_GRACE: '0', SCV_HTTP_RATE_LIMIT: String(RATE_LIMIT) }),
-    );
-  }
-  await eventually(() => nodes.every((n) => n.service.cluster!.nodes().length === 3), 'the three nodes to see each other', 3000);
+  nodes = await startCluster(redis.url, SECRET, IDS, () => ({ ...API, SCV_RECONNECT_GRACE: '0', SCV_HTTP_RATE_LIMIT: String(RATE_LIMIT) }));
 });
 
 after(async () => {

@@ -13,7 +13,7 @@ import { rendezvousOrder } from '../src/cluster/rendezvous.ts';
 import type { EdgeService } from '../src/edge/edge-service.ts';
 import { LISTING_TIMEOUT_MS } from '../src/edge/cluster-routes.ts';
 import { RedisServer } from './helpers/redis-server.ts';
-import { eventually, TestService } from './helpers/service.ts';
+import { eventually, startCluster, TestService } from './helpers/service.ts';
 
 const API = { SCV_API_KEY: 'view-test', SCV_API_SECRET: 'view-test-secret-of-at-least-32-chars!!' };
 const SECRET = 'cluster-secret-for-view-tests';
@@ -26,12 +26,7 @@ let nodes: TestService<EdgeService>[];
 before(async () => {
   redis = await RedisServer.start();
   probe = new Redis(redis.url, { maxRetriesPerRequest: 1 });
-  nodes = [];
-  // One after the other: a media worker's start is CPU-bound.
-  for (const id of IDS) {
-    nodes.push(await TestService.startEdge(1, { ...API, SCV_REDIS_URL: redis.url, SCV_CLUSTER_SECRET: SECRET, SCV_NODE_ID: id, SCV_RECONNECT_GRACE: '0' }));
-  }
-  await eventually(() => nodes.every((n) => n.service.cluster!.nodes().length === 3), 'the three nodes to see each other', 3000);
+  nodes = await startCluster(redis.url, SECRET, IDS, () => ({ ...API, SCV_RECONNECT_GRACE: '0' }));
 });
 
 after(async () => {

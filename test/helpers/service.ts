@@ -107,3 +107,27 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
   }
   throw new Error(`timed out waiting for ${what}`);
 }
+
+/**
+ * Edge nodes of one cluster (one media worker each) on `redisUrl`, started one after the
+ * other (a media worker's start is CPU-bound), resolved once every node sees all of them.
+ * `env(id, i)` adds each node's own settings.
+ */
+export async function startCluster(
+  redisUrl: string,
+  secret: string,
+  ids: string[],
+  env: (id: string, i: number) => Record<string, string>,
+): Promise<TestService<EdgeService>[]> {
+  const nodes: TestService<EdgeService>[] = [];
+  try {
+    for (const [i, id] of ids.entries()) {
+      nodes.push(await TestService.startEdge(1, { SCV_REDIS_URL: redisUrl, SCV_CLUSTER_SECRET: secret, SCV_NODE_ID: id, ...env(id, i) }));
+    }
+    await eventually(() => nodes.every((n) => n.service.cluster!.nodes().length === ids.length), `the ${ids.length} nodes to see each other`, 5000);
+  } catch (err) {
+    await Promise.all(nodes.map((n) => n.close()));
+    throw err;
+  }
+  return nodes;
+}
