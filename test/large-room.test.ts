@@ -2,11 +2,17 @@
  * A large room: 36 participants publish audio and video and everyone receives everyone
  * (35 × 2 = 70 m-lines on each subscriber connection; the old fixed limit of 64 sections
  * refused those answers, and the subscribers froze). Then all 36 send at once, at a low
- * rate (audio paced to a few packets a second, video a couple of small frames a second:
+ * rate (audio paced to two packets a second, video one small frame a second:
  * the server and all 72 client connections share one event loop here), and every one of
  * the 2,520 forwarded tracks must deliver intact payloads, from the source its m-line's
  * offer names, both before and after a moment in the middle of that window: they all flow
  * at the same time.
+ *
+ * The rates are what a slower machine keeps up with. At twice them (7,000 pkt/s forwarded,
+ * all decrypted again in this process) the test failed in CI three runs in a row, and the
+ * same way here with the cores taken by other work: the one event loop fell behind, the
+ * kernel dropped 59% of the datagrams (UDP RcvbufErrors), consent checks among them, and
+ * 30 s on every connection's ICE consent expired (RFC 7675) within a few seconds.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
@@ -20,9 +26,9 @@ const PUBLISHERS = 36;
 /** Publishers that publish, and wait for their connections, together. */
 const GROUP = 6;
 /** Audio packets per second per publisher in the window (the synthetic Opus clock would send 50). */
-const AUDIO_PPS = 4;
+const AUDIO_PPS = 2;
 /** Video frames per second per publisher; at this bitrate every frame, keyframes too, is one packet. */
-const VIDEO_FPS = 2;
+const VIDEO_FPS = 1;
 const VIDEO_KBPS = 4;
 /** How long everyone keeps sending after every track has delivered (its second half of the window). */
 const HOLD_MS = 4_000;
