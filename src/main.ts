@@ -30,7 +30,7 @@ let closing: Promise<void> | undefined;
 const stop = () => {
   if (closing === undefined) {
     setTimeout(() => {
-      log.error({ limitMs: SHUTDOWN_LIMIT_MS }, 'shutdown did not finish in time: exiting with something still open');
+      log.error({ limitMs: SHUTDOWN_LIMIT_MS, open: process.getActiveResourcesInfo() }, 'shutdown did not finish in time: exiting with something still open');
       process.exit(1);
     }, SHUTDOWN_LIMIT_MS).unref();
   }

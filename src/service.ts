@@ -62,11 +62,14 @@ export async function startService(config: Config, opts: { log?: Logger; web?: b
     app,
     close() {
       closing ??= (async () => {
+        const started = Date.now();
         // Recordings first, so every file is closed and playable before media stops.
         await recordings.close();
+        log.info({ ms: Date.now() - started }, 'shutdown: recordings closed');
         sfu.close();
         for (const s of sessions) s.close();
         await app.close();
+        log.info({ ms: Date.now() - started }, 'shutdown: connections closed');
       })();
       return closing;
     },

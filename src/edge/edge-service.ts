@@ -129,12 +129,18 @@ export async function startEdge(config: Config, opts: { log?: Logger } = {}): Pr
     cluster,
     close() {
       closing ??= (async () => {
+        const started = Date.now();
         // Workers first: their sessions tell each client why (`left`, server_shutdown) through the relay.
         await pool.close();
+        log.info({ ms: Date.now() - started }, 'shutdown: media workers stopped');
         // After the workers: what is still held is released, then the node leaves the registry.
-        await cluster?.close();
+        if (cluster !== undefined) {
+          await cluster.close();
+          log.info({ ms: Date.now() - started }, 'shutdown: left the cluster');
+        }
         for (const s of sessions) s.close();
         await app.close();
+        log.info({ ms: Date.now() - started }, 'shutdown: connections closed');
       })();
       return closing;
     },
