@@ -27,6 +27,10 @@
  *    in another, all entering through another node, one kill for both rooms; time from the
  *    kill until each receives the other's video again (both rejoin by themselves, the room
  *    comes back on a surviving node); the victim restarts with the same id between kills.
+ * 5. Media again after a drain (`POST /video/nodes/:node/drain` through another node): the
+ *    same two pairs in rooms hosted by the node drained; time from the request until each
+ *    receives the other's video again on the room's new node (told `room_moved`, both
+ *    rejoin at once); the drain is cancelled (`DELETE`) between rounds.
  *
  * Runs in a private loopback-only network namespace (re-executes itself under `unshare -n`,
  * scripts/netns.ts), like the tests, so the nodes' fixed ports are its own.
@@ -82,7 +86,8 @@ interface Options {
   pingers: number;
   pingSeconds: number;
   kills: number;
-  /** Which of the four parts to run (all by default). */
+  drains: number;
+  /** Which of the parts to run (all by default). */
   parts: Set<number>;
 }
 
@@ -98,7 +103,8 @@ const USAGE = `Usage: npm run bench:cluster -- [options]
   --pingers K           clients exchanging pings in the relay CPU part (20; quick 10)
   --ping-seconds S      length of each ping window (10; quick 4)
   --kills N             kill -9 rounds (10; quick 2)
-  --parts LIST          only these parts, e.g. 1,3 (default 1,2,3,4)`;
+  --drains N            drain rounds (10; quick 2)
+  --parts LIST          only these parts, e.g. 1,3 (default 1,2,3,4,5)`;
 
 function parseOptions(argv: string[]): Options {
   const { values } = parseArgs({
@@ -115,7 +121,8 @@ function parseOptions(argv: string[]): Options {
       pingers: { type: 'string' },
       'ping-seconds': { type: 'string' },
       kills: { type: 'string' },
-      parts: { type: 'string', default: '1,2,3,4' },
+      drains: { type: 'string' },
+      parts: { type: 'string', default: '1,2,3,4,5' },
       help: { type: 'boolean' },
     },
   });
@@ -144,11 +151,12 @@ function parseOptions(argv: string[]): Options {
     pingers: int('pingers', values.pingers, q ? 10 : 20, 1),
     pingSeconds: int('ping-seconds', values['ping-seconds'], q ? 4 : 10, 2),
     kills: int('kills', values.kills, q ? 2 : 10, 1),
+    drains: int('drains', values.drains, q ? 2 : 10, 1),
     parts: new Set(
       values.parts.split(',').map((p) => {
         const n = Number(p);
-        if (![1, 2, 3, 4].includes(n)) {
-          process.stderr.write(`bench:cluster: --parts takes numbers from 1 to 4\n\n${USAGE}\n`);
+        if (![1, 2, 3, 4, 5].includes(n)) {
+          process.stderr.write(`bench:cluster: --parts takes numbers from 1 to 5\n\n${USAGE}\n`);
           process.exit(2);
         }
         return n;
@@ -174,6 +182,23 @@ function roomHostedBy(host: string, prefix: string): string {
     const room = `${prefix}-${i}`;
     if (rendezvousOrder(room, IDS)[0] === host) return room;
   }
+}
+
+/** Starts (POST) or cancels (DELETE) the drain of `node`, asked at `via`. */
+async function drainRequest(via: ClusterNode, node: ClusterNode, method: 'POST' | 'DELETE', tokens: TokenService): Promise<void> {
+  const res = await fetch(`${via.httpUrl}/video/nodes/${node.id}/drain`, {
+    method,
+    headers: { authorization: `Bearer ${await tokens.mint({ identity: 'bench', grants: ['admin'] })}` },
+  });
+  const body = await res.text();
+  if (!res.ok) throw new Error(`${method} drain of ${node.id} at ${via.id}: ${res.status} ${body}`);
+}
+
+/** `GET /video/nodes` at `via`: the nodes it sees. */
+async function nodeViews(via: ClusterNode, tokens: TokenService): Promise<{ id: string; draining: boolean }[]> {
+  const res = await fetch(`${via.httpUrl}/video/nodes`, { headers: { authorization: `Bearer ${await tokens.mint({ identity: 'bench', grants: ['admin'] })}` } });
+  if (!res.ok) throw new Error(`GET /video/nodes at ${via.id}: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { nodes: { id: string; draining: boolean }[] }).nodes;
 }
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs: number, everyMs = 100): Promise<void> {
@@ -458,22 +483,31 @@ async function relayCpu(host: ClusterNode, relay: ClusterNode, opts: Options, to
   return { idlePct: new Map([...idleRate].map(([k, v]) => [k, 100 * v])), relayed, direct };
 }
 
-// ---- 4. recovery after kill -9 -----------------------------------------------------------------
+// ---- 4. and 5. media again after kill -9, and after a drain -----------------------------------
 
 interface KillResult {
   label: string;
   recoveryMs: number[];
-  /** Per kill: where the room went. */
+  /** Per round: where the room went. */
   newHosts: string[];
   failures: number;
 }
 
-/** The participants of one kill round, entering through a node that survives. */
+/** What happens to the hosting node in each round, and how it is brought back before the next. */
+interface Disruption {
+  /** In the printout: "kill", "drain". */
+  verb: string;
+  rounds: number;
+  apply(): Promise<void>;
+  restore(): Promise<void>;
+}
+
+/** The participants of one round, entering through a node that survives. */
 interface KillSubjects {
   readonly names: readonly string[];
   /** Joins them to `room`; resolves once each receives the others' media. */
   start(room: string): Promise<void>;
-  /** Just before the kill: what "anew" is measured against (the participants' sids, packet counts). */
+  /** Just before the disruption: what "anew" is measured against (the participants' sids, packet counts). */
   mark(): Promise<void>;
   /** Per participant: it receives the others' media again, from their rejoined selves. */
   back(): Promise<boolean[]>;
@@ -591,15 +625,16 @@ interface KillKind {
 }
 
 /**
- * `opts.kills` rounds. In each, every kind of participants joins its own room hosted by
- * the victim (so one kill measures them all, as a node with several rooms would fail), the
- * victim is killed, and each participant's time until it receives media again is taken;
- * then the victim restarts with the same id and port, and every node sees it again.
+ * `d.rounds` rounds. In each, every kind of participants joins its own room hosted by the
+ * victim (so one disruption measures them all, as a node with several rooms would fail or
+ * drain), the disruption is applied, and each participant's time until it receives media
+ * again is taken; then the victim is restored (restarted with the same id and port, or its
+ * drain cancelled) before the next round.
  */
-async function kills(kinds: KillKind[], victim: ClusterNode, nodes: ClusterNode[], opts: Options, redis: Redis): Promise<KillResult[]> {
+async function disrupt(d: Disruption, kinds: KillKind[], victim: ClusterNode, redis: Redis): Promise<KillResult[]> {
   const results = kinds.map((k): KillResult => ({ label: k.label, recoveryMs: [], newHosts: [], failures: 0 }));
-  for (let k = 0; k < opts.kills; k++) {
-    const rounds = kinds.map((kind) => ({ kind, room: roomHostedBy(victim.id, `bench-kill-${kind.label}-${k}`), subjects: kind.make(), back: [] as (number | undefined)[], ok: false }));
+  for (let k = 0; k < d.rounds; k++) {
+    const rounds = kinds.map((kind) => ({ kind, room: roomHostedBy(victim.id, `bench-${d.verb}-${kind.label}-${k}`), subjects: kind.make(), back: [] as (number | undefined)[], ok: false }));
     try {
       await Promise.all(
         rounds.map(async (r, i) => {
@@ -612,14 +647,14 @@ async function kills(kinds: KillKind[], victim: ClusterNode, nodes: ClusterNode[
             r.ok = true;
           } catch (err) {
             results[i]!.failures++;
-            say(`  kill ${k + 1} ${r.kind.label}: ${(err as Error).message} (before the kill)`);
+            say(`  ${d.verb} ${k + 1} ${r.kind.label}: ${(err as Error).message} (before the ${d.verb})`);
           }
         }),
       );
       const live = rounds.filter((r) => r.ok);
       if (live.length === 0) continue;
       const killedAt = performance.now();
-      await victim.kill9();
+      await d.apply();
       const end = killedAt + RECOVERY_TIMEOUT_MS;
       while (performance.now() < end && live.some((r) => r.back.some((ms) => ms === undefined))) {
         await Promise.all(
@@ -637,33 +672,31 @@ async function kills(kinds: KillKind[], victim: ClusterNode, nodes: ClusterNode[
         if (r.back.every((ms) => ms !== undefined)) {
           result.recoveryMs.push(Math.max(...(r.back as number[])));
           result.newHosts.push(newHost);
-          say(`  kill ${k + 1} ${r.kind.label}: media again after ${times}; room now on ${newHost}`);
+          say(`  ${d.verb} ${k + 1} ${r.kind.label}: media again after ${times}; room now on ${newHost}`);
         } else {
           result.failures++;
-          say(`  kill ${k + 1} ${r.kind.label}: not back within ${RECOVERY_TIMEOUT_MS / 1000} s (${times}; room on ${newHost})`);
+          say(`  ${d.verb} ${k + 1} ${r.kind.label}: not back within ${RECOVERY_TIMEOUT_MS / 1000} s (${times}; room on ${newHost})`);
         }
       }
     } finally {
       await Promise.all(rounds.map((r) => r.subjects.close()));
-      victim.start();
-      await victim.ready(nodes.length);
-      await until(async () => (await Promise.all(nodes.map((n) => n.health()))).every((h) => h.cluster?.nodes === nodes.length), 'every node to see the restarted victim', 10_000);
+      await d.restore();
     }
   }
   return results;
 }
 
-function printKills(r: KillResult): string {
+function printRecovery(d: Disruption, r: KillResult): string {
   const p50 = percentile(r.recoveryMs, 50);
   const byHost = IDS.flatMap((id) => {
     const ms = r.recoveryMs.filter((_, i) => r.newHosts[i] === id);
     return ms.length === 0 ? [] : [`${ms.length} to ${id} (p50 ${f0(percentile(ms, 50))} ms)`];
   });
   say(
-    `  ${r.label}: recovery (kill → every participant receives media again) p50 ${f0(p50)} ms, min ${f0(Math.min(...r.recoveryMs))} ms, max ${f0(Math.max(...r.recoveryMs))} ms ` +
-      `over ${r.recoveryMs.length} kills${r.failures > 0 ? `, ${r.failures} failed` : ''}; rooms moved: ${byHost.join(', ')}`,
+    `  ${r.label}: ${d.verb} → every participant receives media again: p50 ${f0(p50)} ms, min ${f0(Math.min(...r.recoveryMs))} ms, max ${f0(Math.max(...r.recoveryMs))} ms ` +
+      `over ${r.recoveryMs.length} rounds${r.failures > 0 ? `, ${r.failures} failed` : ''}; rooms moved: ${byHost.join(', ')}`,
   );
-  return `recovery after kill -9 (${r.label}): p50 ${f0(p50)} ms`;
+  return `media again after a ${d.verb} (${r.label}): p50 ${f0(p50)} ms, max ${f0(Math.max(...r.recoveryMs))} ms`;
 }
 
 // ---- the run -----------------------------------------------------------------------------------
@@ -768,17 +801,43 @@ async function main(opts: Options): Promise<void> {
       conclusions.push(`relay CPU: the non-hosting edge spends ${(us(cpu.relayed, n2.id) / us(cpu.direct, n1.id)).toFixed(2)}× what the hosting edge spends per message with its clients connected directly`);
     }
 
-    if (opts.parts.has(4)) {
-      const partStart = performance.now();
-      say(`\n4. recovery after kill -9 of ${n1.id} (edge and worker), ${opts.kills} kills each, participants entering through ${n2.id}`);
+    if (opts.parts.has(4) || opts.parts.has(5)) {
       const browser = await launchChromium();
       try {
         const kinds: KillKind[] = [
           { label: 'sdk', make: () => new SdkPair(browser, n2, tokens) },
           { label: 'load-tool', make: () => new LoadToolPair(n2, tokens) },
         ];
-        for (const r of await kills(kinds, n1, nodes, opts, redis)) conclusions.push(printKills(r));
-        say(`  (${f0((performance.now() - partStart) / 1000)} s)`);
+        const kill: Disruption = {
+          verb: 'kill',
+          rounds: opts.kills,
+          apply: () => n1.kill9(),
+          restore: async () => {
+            n1.start();
+            await n1.ready(nodes.length);
+            await until(async () => (await Promise.all(nodes.map((n) => n.health()))).every((h) => h.cluster?.nodes === nodes.length), 'every node to see the restarted victim', 10_000);
+          },
+        };
+        const drain: Disruption = {
+          verb: 'drain',
+          rounds: opts.drains,
+          apply: () => drainRequest(n2, n1, 'POST', tokens),
+          restore: async () => {
+            await drainRequest(n2, n1, 'DELETE', tokens);
+            const takesRooms = async (via: ClusterNode) => (await nodeViews(via, tokens)).some((n) => n.id === n1.id && !n.draining);
+            await until(async () => (await Promise.all(nodes.map(takesRooms))).every(Boolean), `every node to see ${n1.id} take rooms again`, 10_000);
+          },
+        };
+        for (const [part, d, what] of [
+          [4, kill, `kill -9 of ${n1.id} (edge and worker), ${opts.kills} kills`],
+          [5, drain, `a drain of ${n1.id} requested at ${n2.id}, ${opts.drains} drains`],
+        ] as const) {
+          if (!opts.parts.has(part)) continue;
+          const partStart = performance.now();
+          say(`\n${part}. media again after ${what}, participants entering through ${n2.id}`);
+          for (const r of await disrupt(d, kinds, n1, redis)) conclusions.push(printRecovery(d, r));
+          say(`  (${f0((performance.now() - partStart) / 1000)} s)`);
+        }
       } finally {
         await browser.close();
       }

@@ -29,12 +29,12 @@ const SECRET = 'cluster-secret-for-drain-tests';
 const IDS = ['dn', 'sa', 'sb'];
 const DRAIN_TIMEOUT_S = 20;
 /**
- * Media resumes with no user action: bounded here, measured and printed (issue 10 asks for
- * 2 s; one room of two pages resumes in 1.0-1.3 s on a quiet machine, two rooms of four
- * pages in 3.4-5.9 s with the three nodes and the pages on 2 cores: docs/cluster.md). A
- * timed test is no benchmark: the bound is what this machine holds under the suite's load.
+ * Media resumes with no user action: bounded here and printed. Issue 10's 2 s is measured
+ * where performance is, in `npm run bench:cluster` (part 5: 10 drains; docs/benchmarks.md);
+ * here four Chromium pages and three nodes share 2 cores and resume in 0.8-1.8 s. The bound
+ * catches a rejoin that waits for a backoff step or a record to expire, not a slow machine.
  */
-const RESUME_BUDGET_MS = 10_000;
+const RESUME_BUDGET_MS = 5_000;
 
 let redis: RedisServer;
 let probe: Redis;
