@@ -34,16 +34,22 @@ test('the cluster demo starts redis and three nodes, a call works through two of
   const ports = [await freePort(), await freePort(), await freePort()];
   const demo: ChildProcess = spawn(process.execPath, ['scripts/cluster-demo.ts'], {
     env: { ...process.env, CLUSTER_DEMO_PORTS: ports.join(','), CLUSTER_DEMO_MEDIA_PORT: '47000', SCV_LOG_LEVEL: 'error' },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';
   demo.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  // Kept for the failure message (why the demo or one of its children stopped), and shown as it comes.
+  let errOut = '';
+  demo.stderr!.on('data', (d: Buffer) => {
+    errOut += d.toString();
+    process.stderr.write(d);
+  });
   const exited = new Promise<number | null>((resolve) => demo.once('exit', (code) => resolve(code)));
   const clients: TestClient[] = [];
   let pids: number[] = [];
   try {
     await eventually(() => out.includes('Ctrl-C stops everything.') || demo.exitCode !== null, 'the demo to say it is up', 60_000);
-    assert.equal(demo.exitCode, null, out);
+    assert.equal(demo.exitCode, null, `${out}\n${errOut}`);
     const urls = [...out.matchAll(/^ {2}node-(\d) {2}(http:\/\/\S+)$/gm)].map((m) => new URL(m[2]!));
     assert.deepEqual(urls.map((u) => Number(u.port)), ports, out);
     const admin = /authorization: Bearer ([^']+)'/.exec(out)![1]!;
