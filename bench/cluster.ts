@@ -1,7 +1,7 @@
 /**
  * The cluster of issue 10 on one machine: one node versus three on Redis, in one run.
  *
- *   npm run bench:cluster                  the full run (about 5 minutes)
+ *   npm run bench:cluster                  the full run (3-5 minutes)
  *   npm run bench:cluster -- --quick       a short one, for development
  *   npm run bench:cluster -- --help
  *
@@ -184,21 +184,12 @@ function roomHostedBy(host: string, prefix: string): string {
   }
 }
 
-/** Starts (POST) or cancels (DELETE) the drain of `node`, asked at `via`. */
-async function drainRequest(via: ClusterNode, node: ClusterNode, method: 'POST' | 'DELETE', tokens: TokenService): Promise<void> {
-  const res = await fetch(`${via.httpUrl}/video/nodes/${node.id}/drain`, {
-    method,
-    headers: { authorization: `Bearer ${await tokens.mint({ identity: 'bench', grants: ['admin'] })}` },
-  });
+/** An admin request to `path` at `via`; its JSON body, or an error naming the status and body. */
+async function adminRequest(via: ClusterNode, method: 'GET' | 'POST' | 'DELETE', path: string, tokens: TokenService): Promise<unknown> {
+  const res = await fetch(`${via.httpUrl}${path}`, { method, headers: { authorization: `Bearer ${await tokens.mint({ identity: 'bench', grants: ['admin'] })}` } });
   const body = await res.text();
-  if (!res.ok) throw new Error(`${method} drain of ${node.id} at ${via.id}: ${res.status} ${body}`);
-}
-
-/** `GET /video/nodes` at `via`: the nodes it sees. */
-async function nodeViews(via: ClusterNode, tokens: TokenService): Promise<{ id: string; draining: boolean }[]> {
-  const res = await fetch(`${via.httpUrl}/video/nodes`, { headers: { authorization: `Bearer ${await tokens.mint({ identity: 'bench', grants: ['admin'] })}` } });
-  if (!res.ok) throw new Error(`GET /video/nodes at ${via.id}: ${res.status} ${await res.text()}`);
-  return ((await res.json()) as { nodes: { id: string; draining: boolean }[] }).nodes;
+  if (!res.ok) throw new Error(`${method} ${path} at ${via.id}: ${res.status} ${body}`);
+  return JSON.parse(body);
 }
 
 async function until(check: () => boolean | Promise<boolean>, what: string, timeoutMs: number, everyMs = 100): Promise<void> {
@@ -485,7 +476,7 @@ async function relayCpu(host: ClusterNode, relay: ClusterNode, opts: Options, to
 
 // ---- 4. and 5. media again after kill -9, and after a drain -----------------------------------
 
-interface KillResult {
+interface RecoveryResult {
   label: string;
   recoveryMs: number[];
   /** Per round: where the room went. */
@@ -503,7 +494,7 @@ interface Disruption {
 }
 
 /** The participants of one round, entering through a node that survives. */
-interface KillSubjects {
+interface RoundSubjects {
   readonly names: readonly string[];
   /** Joins them to `room`; resolves once each receives the others' media. */
   start(room: string): Promise<void>;
@@ -515,7 +506,7 @@ interface KillSubjects {
 }
 
 /** Two browser SDK participants: call pages in headless Chromium that publish camera and microphone. */
-class SdkPair implements KillSubjects {
+class SdkPair implements RoundSubjects {
   readonly names = ['alice', 'bob'] as const;
   private readonly pages: CallPage[] = [];
   private sids: (string | undefined)[] = [];
@@ -567,7 +558,7 @@ class SdkPair implements KillSubjects {
  * Two load-tool participants (src/loadtest/participant.ts), both publishing VP8 + Opus and
  * receiving each other, which rejoin by themselves with the SDK's schedule.
  */
-class LoadToolPair implements KillSubjects {
+class LoadToolPair implements RoundSubjects {
   readonly names = ['pub-a', 'pub-b'] as const;
   private participants: Participant[] = [];
   private marks: number[] = [];
@@ -619,9 +610,9 @@ class LoadToolPair implements KillSubjects {
   }
 }
 
-interface KillKind {
+interface SubjectKind {
   label: string;
-  make(): KillSubjects;
+  make(): RoundSubjects;
 }
 
 /**
@@ -631,8 +622,8 @@ interface KillKind {
  * again is taken; then the victim is restored (restarted with the same id and port, or its
  * drain cancelled) before the next round.
  */
-async function disrupt(d: Disruption, kinds: KillKind[], victim: ClusterNode, redis: Redis): Promise<KillResult[]> {
-  const results = kinds.map((k): KillResult => ({ label: k.label, recoveryMs: [], newHosts: [], failures: 0 }));
+async function disrupt(d: Disruption, kinds: SubjectKind[], victim: ClusterNode, redis: Redis): Promise<RecoveryResult[]> {
+  const results = kinds.map((k): RecoveryResult => ({ label: k.label, recoveryMs: [], newHosts: [], failures: 0 }));
   for (let k = 0; k < d.rounds; k++) {
     const rounds = kinds.map((kind) => ({ kind, room: roomHostedBy(victim.id, `bench-${d.verb}-${kind.label}-${k}`), subjects: kind.make(), back: [] as (number | undefined)[], ok: false }));
     try {
@@ -653,14 +644,14 @@ async function disrupt(d: Disruption, kinds: KillKind[], victim: ClusterNode, re
       );
       const live = rounds.filter((r) => r.ok);
       if (live.length === 0) continue;
-      const killedAt = performance.now();
+      const disruptedAt = performance.now();
       await d.apply();
-      const end = killedAt + RECOVERY_TIMEOUT_MS;
+      const end = disruptedAt + RECOVERY_TIMEOUT_MS;
       while (performance.now() < end && live.some((r) => r.back.some((ms) => ms === undefined))) {
         await Promise.all(
           live.map(async (r) => {
             const now = await r.subjects.back();
-            now.forEach((b, i) => (r.back[i] ??= b ? performance.now() - killedAt : undefined));
+            now.forEach((b, i) => (r.back[i] ??= b ? performance.now() - disruptedAt : undefined));
           }),
         );
         await sleep(50);
@@ -686,7 +677,7 @@ async function disrupt(d: Disruption, kinds: KillKind[], victim: ClusterNode, re
   return results;
 }
 
-function printRecovery(d: Disruption, r: KillResult): string {
+function printRecovery(d: Disruption, r: RecoveryResult): string {
   const p50 = percentile(r.recoveryMs, 50);
   const byHost = IDS.flatMap((id) => {
     const ms = r.recoveryMs.filter((_, i) => r.newHosts[i] === id);
@@ -804,7 +795,7 @@ async function main(opts: Options): Promise<void> {
     if (opts.parts.has(4) || opts.parts.has(5)) {
       const browser = await launchChromium();
       try {
-        const kinds: KillKind[] = [
+        const kinds: SubjectKind[] = [
           { label: 'sdk', make: () => new SdkPair(browser, n2, tokens) },
           { label: 'load-tool', make: () => new LoadToolPair(n2, tokens) },
         ];
@@ -821,10 +812,13 @@ async function main(opts: Options): Promise<void> {
         const drain: Disruption = {
           verb: 'drain',
           rounds: opts.drains,
-          apply: () => drainRequest(n2, n1, 'POST', tokens),
+          apply: async () => void (await adminRequest(n2, 'POST', `/video/nodes/${n1.id}/drain`, tokens)),
           restore: async () => {
-            await drainRequest(n2, n1, 'DELETE', tokens);
-            const takesRooms = async (via: ClusterNode) => (await nodeViews(via, tokens)).some((n) => n.id === n1.id && !n.draining);
+            await adminRequest(n2, 'DELETE', `/video/nodes/${n1.id}/drain`, tokens);
+            const takesRooms = async (via: ClusterNode) => {
+              const { nodes: seen } = (await adminRequest(via, 'GET', '/video/nodes', tokens)) as { nodes: { id: string; draining: boolean }[] };
+              return seen.some((n) => n.id === n1.id && !n.draining);
+            };
             await until(async () => (await Promise.all(nodes.map(takesRooms))).every(Boolean), `every node to see ${n1.id} take rooms again`, 10_000);
           },
         };

@@ -12,7 +12,7 @@
  * all decrypted again in this process) the test failed in CI three runs in a row, and the
  * same way here with the cores taken by other work: the one event loop fell behind, the
  * kernel dropped 59% of the datagrams (UDP RcvbufErrors), consent checks among them, and
- * 30 s on every connection's ICE consent expired (RFC 7675) within a few seconds.
+ * 30 s later every connection's ICE consent (RFC 7675) expired within a few seconds.
  */
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
